@@ -1,0 +1,60 @@
+# lenet_np: every target sets itself up on a fresh Debian machine with Python 3.11.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+RUNS   := runs
+
+.PHONY: help test lint train data bench gpu-check clean
+
+help:
+	@echo "make train      set up, fetch Fashion-MNIST, train the book's LeNet (5 epochs)"
+	@echo "make test       set up, fetch the data, lint and run the test suite"
+	@echo "make lint       ruff"
+	@echo "make data       make Fashion-MNIST available (Debian package or download)"
+	@echo "make bench      CPU benchmarks (report in benchmarks/results/)"
+	@echo "make gpu-check  GPU tests and benchmarks on a CUDA machine"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# torch==2.13.0 is pinned in setup.cfg: an unpinned torch would pull a multi-GB CUDA build
+$(STAMP): setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test,progress]'
+	touch $@
+
+data: $(STAMP)
+	@if $(BIN)/python -m lenet_np.data >/dev/null 2>&1; then \
+	  $(BIN)/python -m lenet_np.data; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  { apt-get install -y -q dataset-fashion-mnist || \
+	    { apt-get update -q && apt-get install -y -q dataset-fashion-mnist; }; } >/dev/null && \
+	  $(BIN)/python -m lenet_np.data --verify; \
+	else \
+	  $(BIN)/python -m lenet_np.data --download; \
+	fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: $(STAMP) data
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+train: $(STAMP) data
+	mkdir -p $(RUNS)
+	$(BIN)/python -m lenet_np.train --checkpoint $(RUNS)/lenet.npz --metrics $(RUNS)/metrics.csv \
+	  --plot $(RUNS)/curves.png
+	@echo "checkpoint: $(RUNS)/lenet.npz  metrics: $(RUNS)/metrics.csv  plot: $(RUNS)/curves.png"
+
+bench: $(STAMP) data
+	$(BIN)/python -m benchmarks.run
+
+# On the lent GPU machine (CuPy, torch, pytest, hypothesis preinstalled, no network):
+# no venv, the repository on PYTHONPATH, output teed to $OUT when set.
+gpu-check:
+	PYTHONPATH=. PYTHONUNBUFFERED=1 $(PYTHON) benchmarks/gpu_check.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info

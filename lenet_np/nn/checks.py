@@ -1,0 +1,52 @@
+"""Input checks shared by the layers: a bad input raises a ValueError that names
+the layer, the shape it expected and the shape it got."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def check_input(layer, x, expected: str, ndim: int | None = None, channels: int | None = None,
+                dtype=None):
+    """Validate x for ``layer``; ``expected`` describes the shape, e.g. "(N, 6, H, W)"."""
+    name = repr(layer)
+    shape = getattr(x, "shape", None)
+    if shape is None or not hasattr(x, "dtype"):
+        raise ValueError(f"{name}: expected an array of shape {expected}, got {type(x).__name__}")
+    if ndim is not None and x.ndim != ndim:
+        raise ValueError(f"{name}: expected input of shape {expected} ({ndim} dimensions), "
+                         f"got shape {tuple(shape)} ({x.ndim} dimensions)")
+    if channels is not None and shape[1] != channels:
+        raise ValueError(f"{name}: expected input of shape {expected} with {channels} channels "
+                         f"(axis 1), got shape {tuple(shape)}")
+    if x.dtype.kind != "f" or x.dtype not in (np.float32, np.float64):
+        raise ValueError(f"{name}: expected a float32 or float64 array of shape {expected}, got "
+                         f"dtype {x.dtype} with shape {tuple(shape)}; convert it, e.g. "
+                         "x.astype(np.float32) / 255 for images")
+    if dtype is not None and x.dtype != dtype:
+        raise ValueError(f"{name}: input dtype {x.dtype} does not match the layer's parameters "
+                         f"({np.dtype(dtype)}); cast the input or the network "
+                         "(net.double() / net.float())")
+
+
+def check_spatial(layer, x, expected: str, kernel, stride, padding):
+    """The padded input must hold at least one kernel window."""
+    h, w = x.shape[-2], x.shape[-1]
+    kh, kw = kernel
+    ph, pw = padding
+    if h + 2 * ph < kh or w + 2 * pw < kw:
+        raise ValueError(
+            f"{layer!r}: expected input of shape {expected} with H + 2*padding >= {kh} and "
+            f"W + 2*padding >= {kw}, got shape {tuple(x.shape)} (too small for the kernel)")
+
+
+def pair(value, name: str):
+    """An int or a pair of ints -> a pair of ints (torch's _pair)."""
+    if isinstance(value, (int, np.integer)):
+        value = (int(value), int(value))
+    try:
+        a, b = value
+        a, b = int(a), int(b)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}") from None
+    return a, b

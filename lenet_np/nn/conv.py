@@ -1,0 +1,156 @@
+"""Conv2d: a 2-D convolution (cross-correlation, as in torch) by im2col.
+
+Shapes (notation of im2col.py)
+    x       (N, C, H, W)            input
+    weight  (O, C, KH, KW)          O output channels
+    bias    (O,)
+    cols    (C, KH, KW, N, OH, OW)  every window of the padded input
+    y       (N, O, OH, OW)
+
+Forward, with the weight flattened to Wm (O, C*KH*KW) and the columns to
+Cm (C*KH*KW, N*OH*OW), a convolution is one matrix product:
+
+    Y = Wm @ Cm + bias            (O, N*OH*OW)
+
+Backward, given G = dL/dY laid out the same way (O, N*OH*OW):
+
+    dL/dWm   = G @ Cm.T           (O, C*KH*KW)
+    dL/dbias = G.sum(over N, OH, OW)
+    dL/dCm   = Wm.T @ G           (C*KH*KW, N*OH*OW)
+    dL/dx    = col2im(dL/dCm)     each column entry goes back to its pixel
+
+Two implementations compute the same thing:
+
+* ``impl="reference"``: DeZero's form: the 6-D column view (N, C, KH, KW, OH, OW)
+  contracted with the weight by ``tensordot``. Short and easy to check.
+* ``impl="fast"`` (default): the columns are copied once in (C, KH, KW, N, OH, OW)
+  order so that the product lands directly in (O, N, OH, OW) memory order. The
+  result is returned as an (N, O, OH, OW) *view* of that memory: no transpose copy.
+  Elementwise layers and pooling keep that layout, and the next convolution reads
+  its windows straight from it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .. import backend
+from .checks import check_input, check_spatial, pair
+from .im2col import col2im, conv_output_size, im2col, pad2d, windows
+from .init import make_rng, uniform_fan_in
+from .module import Module, Parameter
+
+DEFAULT_IMPL = os.environ.get("LENET_NP_IMPL", "fast")
+
+
+class Conv2d(Module):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 bias=True, rng=None, dtype=np.float32, impl=None):
+        super().__init__()
+        self.in_channels = int(in_channels)
+        self.out_channels = int(out_channels)
+        self.kernel_size = pair(kernel_size, "kernel_size")
+        self.stride = pair(stride, "stride")
+        self.padding = pair(padding, "padding")
+        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
+            raise ValueError(f"Conv2d: kernel_size and stride must be >= 1 and padding >= 0, got "
+                             f"kernel_size={kernel_size}, stride={stride}, padding={padding}")
+        if self.in_channels < 1 or self.out_channels < 1:
+            raise ValueError("Conv2d: in_channels and out_channels must be >= 1")
+        kh, kw = self.kernel_size
+        fan_in = self.in_channels * kh * kw
+        rng = make_rng(rng)
+        self.weight = Parameter(uniform_fan_in(rng, (self.out_channels, self.in_channels, kh, kw),
+                                               fan_in, dtype))
+        self.bias = Parameter(uniform_fan_in(rng, (self.out_channels,), fan_in, dtype)) if bias else None
+        self.impl = impl or DEFAULT_IMPL
+        self._cache = None
+
+    def extra_repr(self):
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+             f"stride={self.stride}")
+        if self.padding != (0, 0):
+            s += f", padding={self.padding}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
+
+    def _check(self, x):
+        expected = f"(N, {self.in_channels}, H, W)"
+        check_input(self, x, expected, ndim=4, channels=self.in_channels, dtype=self.weight.dtype)
+        check_spatial(self, x, expected, self.kernel_size, self.stride, self.padding)
+
+    def forward(self, x):
+        self._check(x)
+        if self.impl == "reference":
+            return self._forward_reference(x)
+        return self._forward_fast(x)
+
+    def backward(self, grad_out, input_grad=True):
+        if self._cache is None:
+            raise RuntimeError(f"{self!r}: backward called before forward")
+        if self.impl == "reference":
+            return self._backward_reference(grad_out, input_grad)
+        return self._backward_fast(grad_out, input_grad)
+
+    # -- reference: 6-D columns and tensordot -------------------------------------------
+    def _forward_reference(self, x):
+        xp = backend.get_array_module(x)
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        cols = im2col(x, kh, kw, sh, sw, ph, pw)                    # (N, C, KH, KW, OH, OW)
+        y = xp.tensordot(cols, self.weight.data, ((1, 2, 3), (1, 2, 3)))  # (N, OH, OW, O)
+        if self.bias is not None:
+            y = y + self.bias.data
+        self._cache = (x.shape, cols)
+        return xp.ascontiguousarray(y.transpose(0, 3, 1, 2))       # (N, O, OH, OW)
+
+    def _backward_reference(self, grad_out, input_grad):
+        xp = backend.get_array_module(grad_out)
+        x_shape, cols = self._cache
+        (sh, sw), (ph, pw) = self.stride, self.padding
+        self.weight.accumulate(xp.tensordot(grad_out, cols, ((0, 2, 3), (0, 4, 5))))  # (O, C, KH, KW)
+        if self.bias is not None:
+            self.bias.accumulate(grad_out.sum(axis=(0, 2, 3)))
+        if not input_grad:
+            return None
+        dcols = xp.tensordot(self.weight.data, grad_out, (0, 1))   # (C, KH, KW, N, OH, OW)
+        dcols = dcols.transpose(3, 0, 1, 2, 4, 5)                   # (N, C, KH, KW, OH, OW)
+        return col2im(dcols, x_shape, sh, sw, ph, pw)
+
+    # -- fast: one matrix product in (O, N, OH, OW) memory order ---------------------------
+    def _forward_fast(self, x):
+        xp = backend.get_array_module(x)
+        n, c, h, w = x.shape
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        oh = conv_output_size(h, kh, sh, ph)
+        ow = conv_output_size(w, kw, sw, pw)
+        # view x as (C, N, H, W): free when x already lives in that memory order
+        win = windows(pad2d(x.transpose(1, 0, 2, 3), ph, pw), kh, kw, sh, sw)  # (C, N, KH, KW, OH, OW)
+        cols = xp.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
+        cols[...] = win.transpose(0, 2, 3, 1, 4, 5)
+        cols = cols.reshape(c * kh * kw, n * oh * ow)
+        wm = self.weight.data.reshape(self.out_channels, -1)
+        y = wm @ cols                                                # (O, N*OH*OW)
+        if self.bias is not None:
+            y += self.bias.data[:, None]
+        self._cache = (x.shape, cols)
+        return y.reshape(self.out_channels, n, oh, ow).transpose(1, 0, 2, 3)  # view (N, O, OH, OW)
+
+    def _backward_fast(self, grad_out, input_grad):
+        x_shape, cols = self._cache
+        n, c, h, w = x_shape
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        g = grad_out.transpose(1, 0, 2, 3)                           # (O, N, OH, OW)
+        oh, ow = g.shape[2], g.shape[3]
+        g = g.reshape(self.out_channels, n * oh * ow)                # free if laid out (O, N, ...)
+        self.weight.accumulate((g @ cols.T).reshape(self.weight.shape))
+        if self.bias is not None:
+            self.bias.accumulate(g.sum(axis=1))
+        if not input_grad:
+            return None
+        wm = self.weight.data.reshape(self.out_channels, -1)
+        dcols = (wm.T @ g).reshape(c, kh, kw, n, oh, ow)
+        dx = col2im(dcols.transpose(0, 3, 1, 2, 4, 5), (c, n, h, w), sh, sw, ph, pw)  # (C, N, H, W)
+        return dx.transpose(1, 0, 2, 3)                              # view (N, C, H, W)

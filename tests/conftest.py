@@ -1,0 +1,44 @@
+"""Shared test machinery: Hypothesis profiles, the backend fixture, helpers."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+from lenet_np import backend
+
+# Reproducible CI: derandomised examples, no per-example deadline (2 shared cores).
+settings.register_profile("ci", derandomize=True, deadline=None, max_examples=25, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("dev", deadline=None, max_examples=100)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+BACKENDS = [
+    pytest.param("numpy", id="numpy"),
+    pytest.param("cupy", id="cupy", marks=pytest.mark.skipif(
+        not backend.cupy_available(), reason="CuPy backend: no CuPy or no CUDA device on this machine")),
+]
+
+
+@pytest.fixture(params=BACKENDS, scope="session")
+def xp(request):
+    """The array module under test: numpy, and cupy where a GPU is present."""
+    return np if request.param == "numpy" else backend.require_cupy()
+
+
+def tie_free(rng, shape, low=-1.0, high=1.0, dtype=np.float64):
+    """Distinct values, evenly spaced and shuffled: no ties and no value near a kink
+    closer than the spacing, so finite differences never cross a max or a ReLU corner."""
+    n = int(np.prod(shape))
+    step = (high - low) / n
+    values = low + (np.arange(n) + 0.5) * step     # bin midpoints: 0 is a midpoint or an edge
+    if low < 0 < high:
+        values += step / 4                          # so every value is >= step/4 away from 0
+    return rng.permutation(values).reshape(shape).astype(dtype)
+
+
+def to_np(a):
+    return backend.as_numpy(a)

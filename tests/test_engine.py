@@ -1,0 +1,280 @@
+"""im2col adjoint, fast paths against reference paths, modules, dtypes, stability, errors."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import lenet_np as ln
+from lenet_np import backend, nn
+from lenet_np.nn.im2col import col2im, conv_output_size, im2col
+
+from .conftest import tie_free, to_np
+
+
+@given(n=st.integers(1, 3), c=st.integers(1, 3), h=st.integers(1, 9), w=st.integers(1, 9),
+       k=st.integers(1, 4), s=st.integers(1, 3), p=st.integers(0, 2), seed=st.integers(0, 2**16))
+def test_col2im_is_the_adjoint_of_im2col(xp, n, c, h, w, k, s, p, seed):
+    if h + 2 * p < k or w + 2 * p < k:
+        return
+    rng = np.random.default_rng(seed)
+    x = xp.asarray(rng.standard_normal((n, c, h, w)))
+    cols = im2col(x, k, k, s, s, p, p)
+    assert cols.shape == (n, c, k, k, conv_output_size(h, k, s, p), conv_output_size(w, k, s, p))
+    r = xp.asarray(rng.standard_normal(cols.shape))
+    lhs = float((cols * r).sum())
+    rhs = float((x * col2im(r, x.shape, s, s, p, p)).sum())
+    assert lhs == pytest.approx(rhs, rel=1e-10, abs=1e-10)
+
+
+def test_output_size_formula_of_the_seed():
+    # floor((n - k + p_total + s) / s) with p_total = 2 * p
+    for n, k, p, s in [(28, 5, 0, 1), (28, 5, 2, 1), (24, 2, 0, 2), (7, 3, 1, 2), (8, 3, 0, 3)]:
+        assert conv_output_size(n, k, s, p) == (n - k + 2 * p + s) // s
+
+
+@given(n=st.integers(1, 4), c=st.integers(1, 4), o=st.integers(1, 5), k=st.integers(1, 5),
+       s=st.integers(1, 3), p=st.integers(0, 2), h=st.integers(5, 12), seed=st.integers(0, 2**16))
+def test_conv_fast_matches_reference(xp, n, c, o, k, s, p, h, seed):
+    rng = np.random.default_rng(seed)
+    ref = nn.Conv2d(c, o, k, s, p, rng=np.random.default_rng(seed), impl="reference").double()
+    fast = nn.Conv2d(c, o, k, s, p, rng=np.random.default_rng(seed), impl="fast").double()
+    dev = "cuda" if xp is not np else "cpu"
+    ref.to(dev)
+    fast.to(dev)
+    x = xp.asarray(rng.standard_normal((n, c, h, h + 1)))
+    y_ref, y_fast = ref(x), fast(x)
+    np.testing.assert_allclose(to_np(y_fast), to_np(y_ref), rtol=1e-12, atol=1e-12)
+    g = xp.asarray(rng.standard_normal(y_ref.shape))
+    np.testing.assert_allclose(to_np(fast.backward(g)), to_np(ref.backward(g)), rtol=1e-12, atol=1e-12)
+    for a, b in zip(fast.parameters(), ref.parameters()):
+        np.testing.assert_allclose(to_np(a.grad), to_np(b.grad), rtol=1e-12, atol=1e-12)
+
+
+@given(n=st.integers(1, 3), c=st.integers(1, 3), k=st.integers(1, 4), s=st.integers(1, 4),
+       h=st.integers(4, 11), ties=st.booleans(), seed=st.integers(0, 2**16), data=st.data())
+def test_maxpool_fast_matches_reference(xp, n, c, k, s, h, ties, seed, data):
+    p = data.draw(st.integers(0, k // 2))
+    rng = np.random.default_rng(seed)
+    shape = (n, c, h, h + 2)
+    x = rng.integers(0, 2, shape).astype(np.float32) if ties else tie_free(rng, shape, dtype=np.float32)
+    x = xp.asarray(x)
+    ref, fast = nn.MaxPool2d(k, s, p, impl="reference"), nn.MaxPool2d(k, s, p, impl="fast")
+    y = ref(x)
+    np.testing.assert_array_equal(to_np(fast(x)), to_np(y))
+    g = xp.asarray(rng.standard_normal(y.shape).astype(np.float32))
+    # same routing; overlapping windows may add their shares in another order
+    np.testing.assert_allclose(to_np(fast.backward(g)), to_np(ref.backward(g)), rtol=1e-6, atol=1e-6)
+
+
+def test_maxpool_routes_each_window_to_its_first_maximum():
+    x = np.ones((1, 1, 2, 4), dtype=np.float32)      # every element ties
+    pool = nn.MaxPool2d(2)
+    pool(x)
+    gx = pool.backward(np.array([[[[1.0, 2.0]]]], dtype=np.float32))
+    np.testing.assert_array_equal(gx[0, 0], [[1, 0, 2, 0], [0, 0, 0, 0]])
+
+
+def test_maxpool_overlapping_windows_accumulate():
+    x = np.array([[[[0, 0, 0], [0, 9, 0], [0, 0, 0]]]], dtype=np.float32)
+    pool = nn.MaxPool2d(2, stride=1)                 # all four windows pick the centre
+    pool(x)
+    gx = pool.backward(np.ones((1, 1, 2, 2), dtype=np.float32))
+    assert gx[0, 0, 1, 1] == 4 and gx.sum() == 4
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dtype_in_is_dtype_out(dtype):
+    net = ln.LeNet(seed=0).to(dtype=dtype)
+    x = np.random.default_rng(0).random((3, 1, 28, 28)).astype(dtype)
+    loss_fn = nn.CrossEntropyLoss()
+    logits = net(x)
+    loss_fn(logits, np.array([0, 1, 2]))
+    gx = net.backward(loss_fn.backward())
+    assert logits.dtype == dtype and gx.dtype == dtype
+    for _, p in net.named_parameters():
+        assert p.data.dtype == dtype and p.grad.dtype == dtype
+    opt = ln.optim.Adam(net.parameters())
+    opt.step()
+    assert all(p.data.dtype == dtype for p in net.parameters())
+    for layer in [nn.MaxPool2d(2), nn.AvgPool2d(2), nn.Sigmoid(), nn.ReLU(), nn.Flatten()]:
+        y = layer(x)
+        assert y.dtype == dtype and layer.backward(y).dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sigmoid_and_softmax_stable_at_extremes(dtype):
+    x = np.array([[-1000.0, -100.0, 0.0, 100.0, 1000.0]], dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = nn.Sigmoid()(x)
+        loss_fn = nn.CrossEntropyLoss()
+        loss = loss_fn(x, np.array([0]))
+        g = loss_fn.backward()
+    assert np.all(np.isfinite(y)) and y[0, 0] == 0 and y[0, 2] == 0.5 and y[0, 4] == 1
+    assert np.isfinite(loss) and loss == pytest.approx(2000, rel=1e-6)
+    assert np.all(np.isfinite(g))
+
+
+def test_gradients_accumulate_until_zero_grad():
+    layer = nn.Linear(3, 2, rng=0)
+    x = np.ones((1, 3), dtype=np.float32)
+    g = np.ones((1, 2), dtype=np.float32)
+    layer(x)
+    layer.backward(g)
+    once = layer.weight.grad.copy()
+    layer(x)
+    layer.backward(g)
+    np.testing.assert_array_equal(layer.weight.grad, 2 * once)
+    layer.zero_grad()
+    assert layer.weight.grad is None
+
+
+def test_first_layer_can_skip_its_input_gradient():
+    net = ln.LeNet(seed=0)
+    x = np.random.default_rng(0).random((2, 1, 28, 28), dtype=np.float32)
+    loss_fn = nn.CrossEntropyLoss()
+    loss_fn(net(x), np.array([1, 2]))
+    g = loss_fn.backward()
+    assert net.backward(g, input_grad=False) is None
+    grads = [p.grad.copy() for p in net.parameters()]
+    net.zero_grad()
+    assert net.backward(g).shape == x.shape
+    for a, p in zip(grads, net.parameters()):
+        np.testing.assert_array_equal(a, p.grad)
+
+
+def test_seeded_initialisation_is_reproducible_and_in_torch_bounds():
+    a, b, c = ln.LeNet(seed=0), ln.LeNet(seed=0), ln.LeNet(seed=1)
+    for p, q, r in zip(a.parameters(), b.parameters(), c.parameters()):
+        np.testing.assert_array_equal(p.data, q.data)
+        assert not np.array_equal(p.data, r.data)
+    for _, layer in a.named_modules():
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            fan_in = layer.weight.size // layer.weight.shape[0]
+            bound = 1 / np.sqrt(fan_in)
+            assert np.abs(layer.weight.data).max() <= bound and np.abs(layer.bias.data).max() <= bound
+            assert np.abs(layer.weight.data).max() > 0.8 * bound   # really uniform over the range
+
+
+def test_state_dict_round_trip_and_strict_errors():
+    a, b = ln.LeNet(seed=0), ln.LeNet(seed=1)
+    b.load_state_dict(a.state_dict())
+    for p, q in zip(a.parameters(), b.parameters()):
+        np.testing.assert_array_equal(p.data, q.data)
+        assert p.data is not q.data
+    sd = dict(a.state_dict())
+    del sd["fc.4.bias"]
+    sd["fc.9.weight"] = np.zeros(3, dtype=np.float32)
+    before = [p.data.copy() for p in b.parameters()]
+    with pytest.raises(KeyError, match=r"missing keys: fc\.4\.bias.*unexpected keys: fc\.9\.weight"):
+        b.load_state_dict(sd)
+    sd = dict(ln.LeNet(seed=2).state_dict())
+    sd["conv.3.weight"] = np.zeros((16, 6, 3, 3), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"conv\.3\.weight.*\(16, 6, 3, 3\).*\(16, 6, 5, 5\)"):
+        b.load_state_dict(sd)
+    for old, p in zip(before, b.parameters()):   # a failed load changes nothing
+        np.testing.assert_array_equal(old, p.data)
+    b.load_state_dict({"conv.0.weight": np.zeros((6, 1, 5, 5))}, strict=False)
+    assert not b.conv[0].weight.data.any() and b.conv[0].weight.dtype == np.float32
+
+
+def test_variants_and_modes():
+    net = ln.LeNet(activation="relu", pool="avg", seed=0)
+    assert isinstance(net.conv[1], nn.ReLU) and isinstance(net.conv[2], nn.AvgPool2d)
+    assert net.num_parameters() == 44426
+    assert net.eval() is net and not any(m.training for _, m in net.named_modules())
+    net.train()
+    assert all(m.training for _, m in net.named_modules())
+    assert net(np.zeros((1, 1, 28, 28), dtype=np.float32)).shape == (1, 10)
+    with pytest.raises(ValueError, match="activation"):
+        ln.LeNet(activation="tanh")
+    with pytest.raises(ValueError, match="pool"):
+        ln.LeNet(pool="min")
+
+
+def test_devices():
+    net = ln.LeNet(seed=0)
+    assert net.to("cpu") is net and net.device == "cpu"
+    with pytest.raises(ValueError, match="unknown device"):
+        net.to("tpu")
+    if not backend.cupy_available():
+        with pytest.raises(RuntimeError, match="cupy"):
+            net.to("cuda")
+        assert backend.parse_device("auto") == "cpu"
+    assert ln.get_array_module(np.zeros(2)) is np
+
+
+# -- bad inputs: a ValueError naming the layer, the expected and the actual shape ----------
+BAD_INPUTS = [
+    (lambda: nn.Conv2d(3, 4, 3), np.zeros((2, 3, 8), np.float32), r"Conv2d\(3, 4.*\(N, 3, H, W\).*\(2, 3, 8\)"),
+    (lambda: nn.Conv2d(3, 4, 3), np.zeros((2, 5, 8, 8), np.float32), r"Conv2d.*3 channels.*\(2, 5, 8, 8\)"),
+    (lambda: nn.Conv2d(3, 4, 5), np.zeros((2, 3, 4, 8), np.float32), r"Conv2d.*>= 5.*\(2, 3, 4, 8\).*too small"),
+    (lambda: nn.Conv2d(3, 4, 3), np.zeros((2, 3, 8, 8), np.uint8), r"Conv2d.*float32 or float64.*uint8"),
+    (lambda: nn.Conv2d(3, 4, 3), np.zeros((2, 3, 8, 8), np.float64), r"Conv2d.*float64 does not match.*float32"),
+    (lambda: nn.MaxPool2d(3), np.zeros((1, 1, 2, 2), np.float32), r"MaxPool2d.*>= 3.*\(1, 1, 2, 2\).*too small"),
+    (lambda: nn.MaxPool2d(2), np.zeros((4, 4), np.float32), r"MaxPool2d.*\(N, C, H, W\).*\(4, 4\)"),
+    (lambda: nn.AvgPool2d(2), np.zeros((1, 1, 4, 4), np.int64), r"AvgPool2d.*int64"),
+    (lambda: nn.Linear(4, 2), np.zeros((3, 5), np.float32), r"Linear\(in_features=4.*\(N, 4\).*\(3, 5\)"),
+    (lambda: nn.Linear(4, 2), np.zeros((3, 2, 2), np.float32), r"Linear.*\(N, 4\).*\(3, 2, 2\)"),
+    (lambda: nn.Sigmoid(), np.zeros(3, np.int32), r"Sigmoid.*int32"),
+    (lambda: nn.ReLU(), [1.0, 2.0], r"ReLU.*got list"),
+    (lambda: ln.LeNet(), np.zeros((2, 1, 32, 32), np.float32), r"LeNet.*\(N, 1, 28, 28\).*\(2, 1, 32, 32\)"),
+    (lambda: ln.LeNet(), np.zeros((2, 3, 28, 28), np.float32), r"Conv2d.*1 channels.*\(2, 3, 28, 28\)"),
+]
+
+
+@pytest.mark.parametrize("make,x,pattern", BAD_INPUTS)
+def test_bad_input_raises_a_clear_error(make, x, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        make()(x)
+
+
+def test_bad_labels_and_constructor_arguments():
+    loss_fn = nn.CrossEntropyLoss()
+    z = np.zeros((3, 4), np.float32)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\)"):
+        loss_fn(z, np.array([0, 4, 1]))
+    with pytest.raises(ValueError, match=r"shape \(3,\)"):
+        loss_fn(z, np.array([0, 1]))
+    with pytest.raises(ValueError, match="integers"):
+        loss_fn(z, np.array([0.0, 1.0, 2.0]))
+    with pytest.raises(ValueError, match="kernel_size"):
+        nn.Conv2d(1, 1, 0)
+    with pytest.raises(ValueError, match="kernel_size must be an int or a pair"):
+        nn.MaxPool2d("2")
+    with pytest.raises(ValueError, match="padding should be at most half"):
+        nn.MaxPool2d(2, padding=2)
+    with pytest.raises(RuntimeError, match="backward called before forward"):
+        nn.Conv2d(1, 1, 1).backward(np.zeros((1, 1, 1, 1), np.float32))
+
+
+def test_optimizer_state_dict_resumes_exactly():
+    def run(steps, split=None):
+        net = ln.LeNet(seed=0)
+        opt = ln.optim.Adam(net.parameters(), lr=1e-2)
+        loss_fn = nn.CrossEntropyLoss()
+        rng = np.random.default_rng(0)
+        for step in range(steps):
+            if step == split:   # save, rebuild from scratch, load: as a resumed run does
+                sd, osd = {k: v.copy() for k, v in net.state_dict().items()}, opt.state_dict()
+                net = ln.LeNet(seed=99)
+                net.load_state_dict(sd)
+                opt = ln.optim.Adam(net.parameters(), lr=0.5)
+                opt.load_state_dict(osd)
+            x = rng.random((8, 1, 28, 28), dtype=np.float32)
+            opt.zero_grad()
+            loss_fn(net(x), rng.integers(0, 10, 8))
+            net.backward(loss_fn.backward(), input_grad=False)
+            opt.step()
+        return net
+
+    for p, q in zip(run(6).parameters(), run(6, split=3).parameters()):
+        np.testing.assert_array_equal(p.data, q.data)
+    with pytest.raises(ValueError, match="shape"):
+        ln.optim.SGD(nn.Linear(2, 2).parameters(), momentum=0.9).load_state_dict(
+            {"state.0.momentum_buffer": np.zeros(3)})

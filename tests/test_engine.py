@@ -115,7 +115,8 @@ def test_sigmoid_and_softmax_stable_at_extremes(dtype):
         loss_fn = nn.CrossEntropyLoss()
         loss = loss_fn(x, np.array([0]))
         g = loss_fn.backward()
-    assert np.all(np.isfinite(y)) and y[0, 0] == 0 and y[0, 2] == 0.5 and y[0, 4] == 1
+    # below the exp clip the result is off by less than 1e-38 from the true (tiny) value
+    assert np.all(np.isfinite(y)) and 0 <= y[0, 0] < 1e-38 and y[0, 2] == 0.5 and y[0, 4] == 1
     assert np.isfinite(loss) and loss == pytest.approx(2000, rel=1e-6)
     assert np.all(np.isfinite(g))
 

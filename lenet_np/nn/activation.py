@@ -1,8 +1,10 @@
 """Elementwise activations: Sigmoid and ReLU. Shapes: y and x alike, any shape.
 
 Sigmoid
-    forward   y = 1 / (1 + exp(-x)), computed from e = exp(-|x|) <= 1 so that it
-              never overflows:  y = 1/(1+e) for x >= 0,  e/(1+e) for x < 0
+    forward   y = 1 / (1 + exp(-x)), torch's formula, with -x clipped at the
+              largest argument whose exp is finite (88 in float32, 709 in float64):
+              below that clip sigmoid(x) < 1e-38 and the clipped result is the
+              same tiny number, so nothing overflows and nothing warns.
     backward  dL/dx = dL/dy * y * (1 - y)       (only y is cached)
 
 ReLU
@@ -12,17 +14,27 @@ ReLU
 
 from __future__ import annotations
 
+import numpy as np
+
 from .. import backend
 from .checks import check_input
 from .module import Module
 
+EXP_LIMIT = {np.dtype(np.float32): 88.0, np.dtype(np.float64): 709.0}
+
 
 def sigmoid(x):
-    """Numerically stable logistic function, same dtype and memory order as x."""
+    """Numerically stable logistic function, same dtype and memory order as x.
+
+    Written as in-place passes over one new array: each pass streams through
+    memory once and nothing else is allocated."""
     xp = backend.get_array_module(x)
-    e = xp.exp(-xp.abs(x))          # in (0, 1]: no overflow for any finite x
-    r = 1 / (1 + e)
-    return xp.where(x >= 0, r, e * r)
+    y = xp.negative(x)
+    xp.minimum(y, EXP_LIMIT[y.dtype], out=y)   # exp(88) < float32 max: never inf
+    xp.exp(y, out=y)
+    y += 1
+    xp.reciprocal(y, out=y)
+    return y
 
 
 class Sigmoid(Module):
@@ -38,7 +50,10 @@ class Sigmoid(Module):
         if not input_grad:
             return None
         y = self._cache
-        return grad_out * y * (1 - y)
+        dx = 1 - y          # dL/dx = dL/dy * y * (1 - y), in place on one new array
+        dx *= y
+        dx *= grad_out
+        return dx
 
 
 class ReLU(Module):

@@ -38,7 +38,7 @@ import numpy as np
 
 from .. import backend
 from .checks import check_input, check_spatial, pair
-from .im2col import col2im, conv_output_size, im2col, pad2d, windows
+from .im2col import col2im, col2im_wide, conv_output_size, im2col, im2col_wide, pad2d, windows
 from .init import make_rng, uniform_fan_in
 from .module import Module, Parameter
 
@@ -124,33 +124,46 @@ class Conv2d(Module):
         xp = backend.get_array_module(x)
         n, c, h, w = x.shape
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        oh = conv_output_size(h, kh, sh, ph)
-        ow = conv_output_size(w, kw, sw, pw)
-        # view x as (C, N, H, W): free when x already lives in that memory order
-        win = windows(pad2d(x.transpose(1, 0, 2, 3), ph, pw), kh, kw, sh, sw)  # (C, N, KH, KW, OH, OW)
-        cols = xp.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
-        cols[...] = win.transpose(0, 2, 3, 1, 4, 5)
-        cols = cols.reshape(c * kh * kw, n * oh * ow)
+        x_cnhw = x.transpose(1, 0, 2, 3)        # free when x already lives in that memory order
+        if (sh, sw) == (1, 1):
+            cols, (oh, ow, wp) = im2col_wide(x_cnhw, kh, kw, ph, pw)   # (C*KH*KW, N*OH*WP)
+        else:
+            oh = conv_output_size(h, kh, sh, ph)
+            ow = wp = conv_output_size(w, kw, sw, pw)
+            win = windows(pad2d(x_cnhw, ph, pw), kh, kw, sh, sw)       # (C, N, KH, KW, OH, OW)
+            cols = xp.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
+            cols[...] = win.transpose(0, 2, 3, 1, 4, 5)
+            cols = cols.reshape(c * kh * kw, n * oh * ow)
         wm = self.weight.data.reshape(self.out_channels, -1)
-        y = wm @ cols                                                # (O, N*OH*OW)
+        y = wm @ cols                                                   # (O, N*OH*WP)
         if self.bias is not None:
             y += self.bias.data[:, None]
-        self._cache = (x.shape, cols)
-        return y.reshape(self.out_channels, n, oh, ow).transpose(1, 0, 2, 3)  # view (N, O, OH, OW)
+        self._cache = (x.shape, cols, wp)
+        y = y.reshape(self.out_channels, n, oh, wp)[..., :ow]          # drop the junk columns
+        return y.transpose(1, 0, 2, 3)                                 # view (N, O, OH, OW)
 
     def _backward_fast(self, grad_out, input_grad):
-        x_shape, cols = self._cache
+        xp = backend.get_array_module(grad_out)
+        x_shape, cols, wp = self._cache
         n, c, h, w = x_shape
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        g = grad_out.transpose(1, 0, 2, 3)                           # (O, N, OH, OW)
-        oh, ow = g.shape[2], g.shape[3]
-        g = g.reshape(self.out_channels, n * oh * ow)                # free if laid out (O, N, ...)
+        g = grad_out.transpose(1, 0, 2, 3)                              # (O, N, OH, OW)
+        o, _, oh, ow = g.shape
+        if wp != ow:                           # wide layout: the junk columns get zero gradient
+            g_wide = xp.empty((o, n, oh, wp), dtype=g.dtype)
+            g_wide[..., ow:] = 0
+            g_wide[..., :ow] = g
+            g = g_wide
+        g = g.reshape(o, -1)                                           # free if laid out (O, N, ...)
         self.weight.accumulate((g @ cols.T).reshape(self.weight.shape))
         if self.bias is not None:
             self.bias.accumulate(g.sum(axis=1))
         if not input_grad:
             return None
-        wm = self.weight.data.reshape(self.out_channels, -1)
-        dcols = (wm.T @ g).reshape(c, kh, kw, n, oh, ow)
-        dx = col2im(dcols.transpose(0, 3, 1, 2, 4, 5), (c, n, h, w), sh, sw, ph, pw)  # (C, N, H, W)
-        return dx.transpose(1, 0, 2, 3)                              # view (N, C, H, W)
+        dcols = self.weight.data.reshape(o, -1).T @ g                  # (C*KH*KW, N*OH*WP)
+        if (sh, sw) == (1, 1):
+            dx = col2im_wide(dcols, (c, n, h, w), kh, kw, ph, pw)
+        else:
+            dcols = dcols.reshape(c, kh, kw, n, oh, ow).transpose(0, 3, 1, 2, 4, 5)
+            dx = col2im(dcols, (c, n, h, w), sh, sw, ph, pw)           # (C, N, H, W)
+        return dx.transpose(1, 0, 2, 3)                                # view (N, C, H, W)

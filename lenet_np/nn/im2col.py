@@ -75,3 +75,50 @@ def col2im(cols, x_shape, sh: int = 1, sw: int = 1, ph: int = 0, pw: int = 0):
         for j in range(kw):
             out[..., i:i + sh * oh:sh, j:j + sw * ow:sw] += cols[..., i, j, :, :]
     return out[..., ph:ph + h, pw:pw + w]
+
+
+# -- the "wide" form for stride 1 (the fast convolution path) ------------------------------
+#
+# Flatten each padded image to one row of HP*WP pixels. For stride 1, output pixel
+# (oh, ow) reads pixel (oh + i, ow + j) = flat index (oh*WP + ow) + (i*WP + j). Let the
+# output run over all WP columns instead of OW ("wide" output, WP - OW junk columns per
+# row): then kernel offset (i, j) reads ONE contiguous range of the flat image,
+#
+#     cols_wide[c, i, j, n, :] = flat[c, n, i*WP + j : i*WP + j + OH*WP]
+#
+# so im2col is KH*KW long contiguous copies instead of KH*KW*OH short rows of OW, and
+# col2im is KH*KW long contiguous additions. The junk columns cost (WP/OW - 1) more
+# arithmetic in the matrix products; the forward drops them with a view, and the
+# backward gives them a zero gradient so they add nothing anywhere.
+
+def im2col_wide(x_cnhw, kh: int, kw: int, ph: int = 0, pw: int = 0):
+    """(C, N, H, W) -> cols (C*KH*KW, N*OH*WP), stride 1, and (OH, OW, WP)."""
+    xp = backend.get_array_module(x_cnhw)
+    c, n, h, w = x_cnhw.shape
+    hp, wp = h + 2 * ph, w + 2 * pw
+    oh, ow = hp - kh + 1, wp - kw + 1
+    length = oh * wp
+    flat = xp.empty((c, n, hp * wp + kw - 1), dtype=x_cnhw.dtype)   # kw - 1 spare: the last
+    flat[:, :, hp * wp:] = 0                                         # window's junk reads them
+    flat[:, :, :hp * wp].reshape(c, n, hp, wp)[...] = pad2d(x_cnhw, ph, pw)
+    cols = xp.empty((c, kh, kw, n, length), dtype=x_cnhw.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            start = i * wp + j
+            cols[:, i, j] = flat[:, :, start:start + length]
+    return cols.reshape(c * kh * kw, n * length), (oh, ow, wp)
+
+
+def col2im_wide(dcols, x_shape_cnhw, kh: int, kw: int, ph: int = 0, pw: int = 0):
+    """The adjoint of im2col_wide: (C*KH*KW, N*OH*WP) -> (C, N, H, W)."""
+    xp = backend.get_array_module(dcols)
+    c, n, h, w = x_shape_cnhw
+    hp, wp = h + 2 * ph, w + 2 * pw
+    length = (hp - kh + 1) * wp
+    dcols = dcols.reshape(c, kh, kw, n, length)
+    flat = xp.zeros((c, n, hp * wp + kw - 1), dtype=dcols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            start = i * wp + j
+            flat[:, :, start:start + length] += dcols[:, i, j]
+    return flat[:, :, :hp * wp].reshape(c, n, hp, wp)[:, :, ph:ph + h, pw:pw + w]

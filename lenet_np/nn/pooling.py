@@ -124,30 +124,47 @@ class MaxPool2d(_Pool2d):
         (kh, kw), (ph, pw) = self.kernel_size, self.padding
         oh, ow = self._out_size(x.shape)
         x_pad = pad2d(x, ph, pw, -np.inf)
-        offsets = self._offsets(oh, ow)
-        _, first = next(offsets)
-        y = x_pad[first].copy(order="K")        # running maximum, same memory order as x
-        arg = xp.zeros_like(y, dtype=np.uint8 if kh * kw < 256 else np.int32)
-        for k, sl in offsets:
+        offsets = list(self._offsets(oh, ow))
+        y = x_pad[offsets[0][1]].copy(order="K")   # running maximum, same memory order as x
+        arg = xp.zeros_like(y, dtype=np.uint8 if kh * kw <= 256 else np.int32)
+        better = xp.empty_like(y, dtype=bool)
+        won = xp.empty_like(arg)
+        for k, sl in offsets[1:]:
             candidate = x_pad[sl]
-            # strictly greater keeps the first maximum; a NaN always wins (torch's rule)
-            better = candidate > y
-            better |= candidate != candidate
-            xp.copyto(y, candidate, where=better)
-            xp.copyto(arg, k, where=better)
+            xp.greater(candidate, y, out=better)     # strictly greater: the first maximum stays
+            xp.maximum(y, candidate, out=y)          # (NaN propagates, as in torch)
+            # offsets come in increasing k, so the latest winner is the largest k that won
+            xp.multiply(better, arg.dtype.type(k), out=won)
+            xp.maximum(arg, won, out=arg)
+        if xp.isnan(y).any():   # rare: replay the winners with torch's rule (c > best) | isnan(c)
+            best = x_pad[offsets[0][1]].copy(order="K")
+            arg[...] = 0
+            for k, sl in offsets[1:]:
+                candidate = x_pad[sl]
+                take = (candidate > best) | xp.isnan(candidate)
+                xp.copyto(best, candidate, where=take)
+                xp.copyto(arg, k, where=take)
         self._cache = (x.shape, arg)
         return y
 
     def _backward_fast(self, grad_out):
         xp = backend.get_array_module(grad_out)
         x_shape, arg = self._cache
-        (ph, pw) = self.padding
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         n, c, h, w = x_shape
         oh, ow = arg.shape[-2:]
+        overlap = sh < kh or sw < kw
         # (C, N, H, W) memory order, returned as an (N, C, H, W) view: matches the conv layout
-        dx_pad = xp.zeros((c, n, h + 2 * ph, w + 2 * pw), dtype=grad_out.dtype).transpose(1, 0, 2, 3)
+        alloc = xp.zeros if (overlap or sh > kh or sw > kw or ph or pw
+                             or (h + 2 * ph) != oh * sh or (w + 2 * pw) != ow * sw) else xp.empty
+        dx_pad = alloc((c, n, h + 2 * ph, w + 2 * pw), dtype=grad_out.dtype).transpose(1, 0, 2, 3)
+        won = xp.empty_like(arg, dtype=bool)
         for k, sl in self._offsets(oh, ow):
-            dx_pad[sl] += xp.where(arg == k, grad_out, 0)
+            xp.equal(arg, k, out=won)            # where offset k holds its window's maximum
+            if overlap:                          # a pixel may win several windows: add
+                dx_pad[sl] += grad_out * won
+            else:                                # each pixel is in one window at most
+                xp.multiply(grad_out, won, out=dx_pad[sl])
         return dx_pad[:, :, ph:ph + h, pw:pw + w]
 
 

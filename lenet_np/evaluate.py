@@ -1,0 +1,73 @@
+"""Evaluate a checkpoint on the Fashion-MNIST test set: ``python -m lenet_np.evaluate``.
+
+Prints the test accuracy, the accuracy of each class by name, and the confusion
+matrix (rows: true class, columns: predicted class).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from . import backend, checkpoint
+from .data import CLASS_NAMES, DataError, load_fashion_mnist
+from .model import LeNet
+from .train import predict
+
+
+def load_model(path, device="cpu") -> LeNet:
+    """A LeNet of the checkpoint's architecture with its weights."""
+    meta = checkpoint.load(path)["meta"]
+    settings = meta.get("settings", {})
+    try:
+        net = LeNet(activation=settings.get("activation", "sigmoid"), pool=settings.get("pool", "max"))
+    except ValueError as exc:
+        raise checkpoint.CheckpointError(f"checkpoint {path}: {exc}") from None
+    checkpoint.load_into(path, net)
+    return net.to(device)
+
+
+def confusion_matrix(true, pred, num_classes: int = 10) -> np.ndarray:
+    """counts[t, p] = number of examples of class t predicted as p."""
+    return np.bincount(true.astype(np.int64) * num_classes + pred, minlength=num_classes ** 2).reshape(
+        num_classes, num_classes)
+
+
+def format_report(cm: np.ndarray) -> str:
+    total = cm.sum()
+    lines = [f"test accuracy {np.trace(cm) / total:.4f} ({np.trace(cm)}/{total})", "", "per-class accuracy:"]
+    width = max(len(n) for n in CLASS_NAMES)
+    for i, name in enumerate(CLASS_NAMES):
+        n = cm[i].sum()
+        lines.append(f"  {i} {name:<{width}}  {cm[i, i] / n if n else float('nan'):.3f}  ({cm[i, i]}/{n})")
+    lines += ["", "confusion matrix (rows: true class, columns: predicted class):"]
+    lines.append("      " + "".join(f"{j:>6}" for j in range(len(cm))))
+    for i, row in enumerate(cm):
+        lines.append(f"  {i:>2}  " + "".join(f"{v:>6}" for v in row) + f"   {CLASS_NAMES[i]}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lenet_np.evaluate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True, help="a checkpoint written by python -m lenet_np.train")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--device", default="cpu", help="auto | cpu | cuda")
+    p.add_argument("--batch-size", type=int, default=1000)
+    args = p.parse_args(argv)
+    try:
+        device = backend.parse_device(args.device)
+        net = load_model(args.checkpoint, device)
+        data = load_fashion_mnist(args.data_dir)
+        xp = backend.xp_for(device)
+        pred = backend.as_numpy(predict(net, xp.asarray(data.test_images), args.batch_size))
+    except (DataError, checkpoint.CheckpointError, RuntimeError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(format_report(confusion_matrix(data.test_labels, pred)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,372 @@
+"""Train the book's LeNet on Fashion-MNIST: ``python -m lenet_np.train``.
+
+The defaults reproduce Dive into Deep Learning: Adam, lr 0.001, batch 256, 5 epochs,
+sigmoid activations, max pooling. One line per epoch in the book's format:
+
+    epoch 1, loss 1.8135, train acc 0.328, test acc 0.586, time 4.1 sec
+
+(loss and train acc are the true means over the epoch's examples; time is the
+training time of the epoch). After each epoch a checkpoint is written atomically
+(``--checkpoint``); ``--resume`` continues a run bit for bit on the CPU, and Ctrl-C
+saves the state reached so far (mid-epoch included) and says how to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import backend, checkpoint
+from .data import DataError, iterate_batches, load_fashion_mnist, num_batches
+from .model import LeNet
+from .nn import CrossEntropyLoss
+from .optim import SGD, Adam
+
+SETTINGS = ("epochs", "batch_size", "lr", "optimizer", "momentum", "seed", "activation", "pool")
+FIXED = ("activation", "pool", "optimizer")      # cannot change when resuming
+METRIC_FIELDS = ("epoch", "loss", "train_acc", "test_acc", "time_sec", "examples_per_sec")
+
+
+class TrainingError(RuntimeError):
+    """Stops the run with a message for the user (exit status 1)."""
+
+
+DEFAULTS = {"epochs": 5, "batch_size": 256, "lr": 0.001, "optimizer": "adam", "momentum": 0.0, "seed": 0,
+            "activation": "sigmoid", "pool": "max"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Settings default to None here and are filled in by ``resolve_settings``: from the
+    checkpoint when resuming (so ``--resume ck.npz`` alone continues the same run), else
+    from DEFAULTS (the book's settings)."""
+    d = DEFAULTS
+    p = argparse.ArgumentParser(prog="python -m lenet_np.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--epochs", type=int, help=f"total epochs of the run, a resumed run included ({d['epochs']})")
+    p.add_argument("--batch-size", type=int, help=f"mini-batch size ({d['batch_size']})")
+    p.add_argument("--lr", type=float, help=f"learning rate ({d['lr']})")
+    p.add_argument("--optimizer", choices=("adam", "sgd"), help=f"({d['optimizer']})")
+    p.add_argument("--momentum", type=float, help=f"SGD momentum ({d['momentum']})")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (auto)")
+    p.add_argument("--seed", type=int, help=f"seeds the initialisation and the shuffling ({d['seed']})")
+    p.add_argument("--data-dir", default=None, help="directory with the four Fashion-MNIST IDX files")
+    p.add_argument("--activation", choices=("sigmoid", "relu"), help=f"({d['activation']})")
+    p.add_argument("--pool", choices=("max", "avg"), help=f"({d['pool']})")
+    p.add_argument("--checkpoint", default=None, help="write a .npz checkpoint here after each epoch")
+    p.add_argument("--resume", default=None, help="continue the run saved in this checkpoint")
+    p.add_argument("--metrics", default=None, help="write per-epoch metrics here (.csv or .json)")
+    p.add_argument("--plot", default=None, help="write a PNG of the loss and accuracy curves (needs matplotlib)")
+    p.add_argument("--quiet", action="store_true", help="no progress output, only the epoch lines")
+    p.add_argument("--eval-batch-size", type=int, default=1000, help=argparse.SUPPRESS)
+    return p
+
+
+def resolve_settings(args, saved=None) -> None:
+    """Fill unset settings from the checkpoint being resumed (``saved``) or DEFAULTS.
+    A setting that cannot change in mid-run (the architecture, the optimizer) must match."""
+    for key, default in DEFAULTS.items():
+        given = getattr(args, key)
+        if saved is None or key not in saved:
+            setattr(args, key, default if given is None else given)
+            continue
+        if given is None:
+            setattr(args, key, saved[key])
+        elif given != saved[key] and key in FIXED:
+            flag = "--" + key.replace("_", "-")
+            raise checkpoint.CheckpointError(
+                f"checkpoint {args.resume} was trained with {flag} {saved[key]}, but this run asks for "
+                f"{flag} {given}; drop {flag} (or pass {flag} {saved[key]}) to resume it")
+        elif given != saved[key] and key != "epochs":
+            print(f"warning: resuming with --{key.replace('_', '-')} {given} instead of the checkpoint's "
+                  f"{saved[key]}: the result will differ from an uninterrupted run", file=sys.stderr)
+
+
+def check_args(args) -> None:
+    for name in ("epochs", "batch_size", "eval_batch_size"):
+        if getattr(args, name) < 1:
+            raise TrainingError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if not (args.lr > 0 and math.isfinite(args.lr)):
+        raise TrainingError(f"--lr must be a positive number, got {args.lr}")
+    if args.momentum < 0:
+        raise TrainingError(f"--momentum must be >= 0, got {args.momentum}")
+    if args.metrics and Path(args.metrics).suffix.lower() not in (".csv", ".json"):
+        raise TrainingError(f"--metrics {args.metrics}: use a .csv or .json file name")
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise TrainingError("--plot needs matplotlib, which is not installed: "
+                                "pip install matplotlib (or pip install -e '.[plot]'), or drop --plot") from None
+
+
+def make_optimizer(args, net):
+    if args.optimizer == "adam":
+        return Adam(net.parameters(), lr=args.lr)
+    return SGD(net.parameters(), lr=args.lr, momentum=args.momentum)
+
+
+# -- progress -----------------------------------------------------------------------------
+class Progress:
+    """tqdm on a terminal, a plain line every ~10% of the epoch otherwise."""
+
+    def __init__(self, epoch, total, quiet):
+        self.epoch, self.total, self.quiet = epoch, total, quiet
+        self.bar = None
+        self.start = time.perf_counter()
+        if quiet:
+            return
+        if sys.stderr.isatty():
+            try:
+                from tqdm import tqdm
+                self.bar = tqdm(total=total, desc=f"epoch {epoch}", unit="batch", leave=False)
+            except ImportError:
+                pass
+        self.every = max(1, total // 10)
+
+    def update(self, done, seen, running_loss):
+        if self.quiet:
+            return
+        rate = seen / max(time.perf_counter() - self.start, 1e-9)
+        if self.bar is not None:
+            self.bar.update(done - self.bar.n)
+            self.bar.set_postfix(loss=f"{running_loss:.4f}", ex_s=f"{rate:,.0f}")
+        elif done % self.every == 0 or done == self.total:
+            print(f"  epoch {self.epoch} [{done}/{self.total}] loss {running_loss:.4f}, {rate:,.0f} examples/s",
+                  file=sys.stderr, flush=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+# -- metrics and plot ---------------------------------------------------------------------
+def write_metrics(path, history) -> None:
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        data = json.dumps(history, indent=2).encode()
+    else:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, lineterminator="\n")
+        w.writeheader()
+        w.writerows(history)
+        data = buf.getvalue().encode()
+    checkpoint.atomic_write(path, lambda f: f.write(data))
+
+
+def write_plot(path, history) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(epochs, [h["loss"] for h in history], "o-", label="train loss")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("cross-entropy loss")
+    ax1.set_title("Training loss")
+    ax1.legend()
+    ax2.plot(epochs, [h["train_acc"] for h in history], "o-", label="train acc")
+    ax2.plot(epochs, [h["test_acc"] for h in history], "s-", label="test acc")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("accuracy")
+    ax2.set_title("Accuracy")
+    ax2.legend()
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.set_xticks(epochs)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    checkpoint.atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+# -- evaluation ---------------------------------------------------------------------------
+def predict(net, images, batch_size):
+    """Predicted classes for uint8 images (N, 28, 28), on the images' device."""
+    xp = backend.get_array_module(images)
+    net.eval()
+    preds = []
+    for x, _ in iterate_batches(images, xp.zeros(len(images), dtype=np.uint8), batch_size, shuffle=False):
+        preds.append(net(x).argmax(axis=1))
+    net.train()
+    return xp.concatenate(preds)
+
+
+def accuracy(net, images, labels, batch_size) -> float:
+    return float((predict(net, images, batch_size) == labels).mean())
+
+
+# -- interruption -------------------------------------------------------------------------
+class StopOnInterrupt:
+    """While active, the first Ctrl-C (SIGINT) only sets ``requested``: the loop finishes
+    the step it is in, so the state it saves is never half-updated. A second Ctrl-C
+    interrupts at once."""
+
+    def __enter__(self):
+        self.requested = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+def _resume_command(path, argv) -> str:
+    """The command line of this run, with --resume PATH in place of any earlier --resume."""
+    out, skip_next = [], False
+    for a in argv:
+        if skip_next:
+            skip_next = False
+            continue
+        if a == "--resume":
+            skip_next = True
+            continue
+        if a.startswith("--resume="):
+            continue
+        out.append(a)
+    return " ".join(["python -m lenet_np.train", "--resume", str(path), *out])
+
+
+# -- the run ------------------------------------------------------------------------------
+def run(args) -> list:
+    meta = checkpoint.load(args.resume)["meta"] if args.resume else None
+    resolve_settings(args, meta.get("settings", {}) if meta else None)
+    check_args(args)
+    device = backend.parse_device(args.device)
+    xp = backend.xp_for(device)
+    data = load_fashion_mnist(args.data_dir)
+    train_x, train_y, test_x, test_y = (xp.asarray(a) for a in data)   # uint8, once on the device
+
+    net = LeNet(activation=args.activation, pool=args.pool, seed=args.seed).to(device)
+    opt = make_optimizer(args, net)
+    data_rng = np.random.default_rng([args.seed, 1])   # shuffling: independent of the init stream
+    history, start_epoch, skip, sums = [], 1, 0, (0.0, 0, 0)
+    if meta is not None:
+        checkpoint.load_into(args.resume, net, opt)
+        data_rng.bit_generator.state = meta["epoch_rng_state"]
+        history = meta["history"]
+        start_epoch, skip = meta["epoch"] + 1, meta["step"]
+        sums = tuple(meta["sums"])
+        if skip == 0:
+            data_rng.bit_generator.state = meta["rng_state"]
+        if start_epoch > args.epochs:
+            print(f"checkpoint {args.resume} already holds {meta['epoch']} epochs (--epochs {args.epochs}): "
+                  "nothing to train; raise --epochs to continue", file=sys.stderr)
+            return history
+
+    settings = {k: getattr(args, k) for k in SETTINGS}
+    save_path = args.checkpoint
+
+    def save(epoch_done, step, epoch_rng_state, sums, path=None):
+        checkpoint.save(path or save_path, net, opt, {
+            "epoch": epoch_done, "step": step, "sums": list(sums), "settings": settings,
+            "epoch_rng_state": epoch_rng_state, "rng_state": data_rng.bit_generator.state,
+            "history": history})
+
+    loss_fn = CrossEntropyLoss()
+    n_train = len(train_y)
+    total = num_batches(n_train, args.batch_size)
+    check_every = 1 if device == "cpu" else 25      # reading the loss back syncs a GPU
+    if not args.quiet:
+        print(f"training LeNet ({args.activation}, {args.pool} pool) on {device}: {n_train} examples, "
+              f"batch {args.batch_size}, {args.optimizer} lr {args.lr}", file=sys.stderr)
+    for epoch in range(start_epoch, args.epochs + 1):
+        epoch_rng_state = data_rng.bit_generator.state
+        losses = xp.zeros(total, dtype=np.float64)           # per-step losses, on the device
+        correct = xp.zeros((), dtype=np.int64)
+        loss_sum0, correct0, seen = sums if skip else (0.0, 0, 0)
+        seen_before = seen                                   # examples done before a resume
+        progress = Progress(epoch, total, args.quiet)
+        start = time.perf_counter()
+        step = skip
+        batches = iterate_batches(train_x, train_y, args.batch_size, shuffle=True, rng=data_rng)
+        # a diverging run overflows on its way to NaN; the loss check below reports it
+        with StopOnInterrupt() as interrupt, np.errstate(over="ignore", invalid="ignore"):
+            for step, (x, y) in enumerate(batches):
+                if step < skip:
+                    continue
+                opt.zero_grad()
+                logits = net(x)
+                loss = loss_fn.forward(logits, y)
+                net.backward(loss_fn.backward(), input_grad=False)
+                opt.step()
+                losses[step] = loss * len(y)
+                correct += (logits.argmax(axis=1) == y).sum()
+                seen += len(y)
+                if (step + 1) % check_every == 0 or step + 1 == total:
+                    window = losses[:step + 1]
+                    if not bool(xp.isfinite(window).all()):
+                        bad = int(xp.argmax(~xp.isfinite(window)))
+                        raise TrainingError(
+                            f"the loss became {float(losses[bad])} at epoch {epoch}, step {bad + 1}/{total}: "
+                            f"training diverged; try a lower learning rate (--lr {args.lr / 10:g})"
+                            + (f"; the last good checkpoint stays at {save_path}" if save_path else ""))
+                    progress.update(step + 1, seen, (loss_sum0 + float(window.sum())) / seen)
+                if interrupt.requested:      # Ctrl-C: stop between two whole steps
+                    progress.close()
+                    done = step + 1
+                    partial = (loss_sum0 + float(losses[:done].sum()), correct0 + int(correct), seen)
+                    path = save_path or "lenet_np-interrupted.npz"
+                    save(epoch - 1, done, epoch_rng_state, partial, path)
+                    again = _resume_command(path, args.argv)
+                    print(f"\ninterrupted at epoch {epoch}, step {done}/{total}; state saved to {path}. "
+                          f"Resume with:\n  {again}", file=sys.stderr)
+                    raise SystemExit(130)
+        progress.close()
+        backend.synchronize(train_x)
+        elapsed = time.perf_counter() - start
+        train_loss = (loss_sum0 + float(losses.sum())) / seen
+        train_acc = (correct0 + int(correct)) / seen
+        test_acc = accuracy(net, test_x, test_y, args.eval_batch_size)
+        skip = 0
+        history.append({"epoch": epoch, "loss": round(train_loss, 6), "train_acc": round(train_acc, 6),
+                        "test_acc": round(test_acc, 6), "time_sec": round(elapsed, 3),
+                        "examples_per_sec": round((seen - seen_before) / elapsed, 1)})
+        print(f"epoch {epoch}, loss {train_loss:.4f}, train acc {train_acc:.3f}, test acc {test_acc:.3f}, "
+              f"time {elapsed:.1f} sec", flush=True)
+        if save_path:
+            save(epoch, 0, epoch_rng_state, (0.0, 0, 0))
+        if args.metrics:
+            write_metrics(args.metrics, history)
+        if args.plot:
+            write_plot(args.plot, history)
+    return history
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    try:
+        run(args)
+    except (TrainingError, DataError, checkpoint.CheckpointError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:   # outside the training steps (loading, evaluating, saving)
+        where = f"; the last checkpoint stays at {args.checkpoint}" if args.checkpoint else ""
+        print(f"\ninterrupted{where}", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

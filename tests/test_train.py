@@ -1,0 +1,252 @@
+"""The training command end to end on tiny IDX files written here, and a short run on
+the real data."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+
+import lenet_np as ln
+from lenet_np import checkpoint, data, evaluate, train
+
+
+def make_dataset(root, n_train=192, n_test=64, seed=0):
+    """A learnable toy set: class k is a bright square at a position given by k."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+
+    def images(labels):
+        x = rng.integers(0, 60, (len(labels), 28, 28)).astype(np.uint8)
+        for i, k in enumerate(labels):
+            r, c = divmod(int(k), 5)
+            x[i, 4 + 10 * r:12 + 10 * r, 1 + 5 * c:6 + 5 * c] = 250
+        return x
+
+    ytr = rng.integers(0, 10, n_train).astype(np.uint8)
+    yte = rng.integers(0, 10, n_test).astype(np.uint8)
+    data.write_idx(root / "train-images-idx3-ubyte.gz", images(ytr))
+    data.write_idx(root / "train-labels-idx1-ubyte.gz", ytr)
+    data.write_idx(root / "t10k-images-idx3-ubyte.gz", images(yte))
+    data.write_idx(root / "t10k-labels-idx1-ubyte.gz", yte)
+    return root
+
+
+@pytest.fixture()
+def toy(tmp_path):
+    return make_dataset(tmp_path / "data")
+
+
+def run(toy, *flags):
+    return train.main(["--data-dir", str(toy), "--device", "cpu", "--batch-size", "32", "--quiet", *map(str, flags)])
+
+
+def params(path):
+    return checkpoint.load(path)["params"]
+
+
+def test_trains_and_writes_checkpoint_metrics_plot(toy, tmp_path, capsys):
+    ck, csv_path, png = tmp_path / "ck.npz", tmp_path / "m.csv", tmp_path / "curves.png"
+    assert run(toy, "--epochs", 3, "--lr", 0.01, "--checkpoint", ck, "--metrics", csv_path, "--plot", png) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 3
+    for i, line in enumerate(out, 1):
+        assert line.startswith(f"epoch {i}, loss ") and ", train acc " in line and line.endswith(" sec")
+    rows = list(csv.DictReader(open(csv_path)))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert set(rows[0]) == set(train.METRIC_FIELDS)
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    meta = checkpoint.load(ck)["meta"]
+    assert meta["epoch"] == 3 and meta["step"] == 0 and meta["settings"]["lr"] == 0.01
+    assert list(params(ck)) == list(ln.LeNet().state_dict())
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_metrics_as_json(toy, tmp_path):
+    path = tmp_path / "m.json"
+    assert run(toy, "--epochs", 1, "--metrics", path) == 0
+    (row,) = json.loads(path.read_text())
+    assert row["epoch"] == 1 and 0 <= row["test_acc"] <= 1 and row["examples_per_sec"] > 0
+
+
+def test_resume_is_bit_for_bit(toy, tmp_path):
+    full, part = tmp_path / "full.npz", tmp_path / "part.npz"
+    assert run(toy, "--epochs", 3, "--checkpoint", full) == 0
+    assert run(toy, "--epochs", 2, "--checkpoint", part) == 0
+    assert run(toy, "--resume", part, "--epochs", 3, "--checkpoint", part) == 0
+    for name, value in params(full).items():
+        np.testing.assert_array_equal(value, params(part)[name], err_msg=name)
+    assert same_metrics(checkpoint.load(full), checkpoint.load(part))
+
+
+def same_metrics(a, b):
+    keys = ("epoch", "loss", "train_acc", "test_acc")       # everything but the timings
+    return [[r[k] for k in keys] for r in a["meta"]["history"]] == [[r[k] for k in keys] for r in b["meta"]["history"]]
+
+
+def test_ctrl_c_saves_mid_epoch_and_resumes_bit_for_bit(toy, tmp_path, monkeypatch, capsys):
+    full, part = tmp_path / "full.npz", tmp_path / "part.npz"
+    assert run(toy, "--epochs", 2, "--checkpoint", full) == 0
+    calls = {"n": 0}
+    real_step = ln.optim.Adam.step
+
+    def step_then_ctrl_c(self):
+        real_step(self)
+        calls["n"] += 1
+        if calls["n"] == 9:    # in epoch 2 (6 steps per epoch), as if the user pressed Ctrl-C
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(ln.optim.Adam, "step", step_then_ctrl_c)
+    with pytest.raises(SystemExit) as exit_info:
+        run(toy, "--epochs", 2, "--checkpoint", part)
+    assert exit_info.value.code == 130
+    err = capsys.readouterr().err
+    assert "interrupted at epoch 2, step 3/6" in err and f"--resume {part}" in err
+    meta = checkpoint.load(part)["meta"]
+    assert (meta["epoch"], meta["step"]) == (1, 3)
+    monkeypatch.setattr(ln.optim.Adam, "step", real_step)
+    assert run(toy, "--resume", part, "--checkpoint", part) == 0      # settings come from the checkpoint
+    for name, value in params(full).items():
+        np.testing.assert_array_equal(value, params(part)[name], err_msg=name)
+    assert same_metrics(checkpoint.load(full), checkpoint.load(part))
+
+
+def test_divergence_stops_with_a_clear_message(toy, tmp_path, capsys, monkeypatch):
+    ck = tmp_path / "ck.npz"
+    assert run(toy, "--epochs", 1, "--checkpoint", ck) == 0
+    before = params(ck)
+    real_step, calls = ln.optim.Adam.step, {"n": 0}
+
+    def step_that_blows_up(self):     # the weights overflow at the 3rd step of the run
+        real_step(self)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            self.params[-1].data[...] = np.inf
+
+    monkeypatch.setattr(ln.optim.Adam, "step", step_that_blows_up)
+    code = run(toy, "--resume", ck, "--epochs", 2, "--checkpoint", ck)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "at epoch 2, step 4/6" in err and "lower learning rate" in err and str(ck) in err
+    for name, value in before.items():       # the last good checkpoint stays
+        np.testing.assert_array_equal(value, params(ck)[name])
+
+
+def test_resume_refuses_another_architecture(toy, tmp_path, capsys):
+    ck = tmp_path / "ck.npz"
+    assert run(toy, "--epochs", 1, "--checkpoint", ck) == 0
+    assert run(toy, "--resume", ck, "--epochs", 2, "--activation", "relu") == 1
+    assert "--activation sigmoid" in capsys.readouterr().err
+    assert run(toy, "--resume", ck, "--epochs", 2, "--optimizer", "sgd") == 1
+    assert "--optimizer adam" in capsys.readouterr().err
+    assert run(toy, "--resume", ck) == 0     # already complete: nothing to train
+    assert "nothing to train" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "foreign"])
+def test_corrupt_checkpoint_is_a_clear_error(toy, tmp_path, capsys, damage):
+    ck = tmp_path / "ck.npz"
+    assert run(toy, "--epochs", 1, "--checkpoint", ck) == 0
+    raw = ck.read_bytes()
+    if damage == "truncate":
+        ck.write_bytes(raw[: len(raw) // 2])
+    elif damage == "garbage":
+        ck.write_bytes(b"not a checkpoint at all")
+    else:
+        np.savez(ck, weights=np.zeros(3))
+    assert run(toy, "--resume", ck, "--epochs", 2) == 1
+    assert evaluate.main(["--checkpoint", str(ck), "--data-dir", str(toy)]) == 1
+    err = capsys.readouterr().err
+    assert f"checkpoint {ck}" in err and "Traceback" not in err
+
+
+def test_checkpoint_of_another_model_is_rejected(tmp_path):
+    ck = tmp_path / "ck.npz"
+    net = ln.LeNet()
+    opt = ln.optim.Adam(net.parameters())
+    checkpoint.save(ck, net, opt, {"settings": {"activation": "sigmoid", "pool": "max"}})
+    other = ln.nn.Sequential(ln.nn.Linear(3, 2))
+    with pytest.raises(checkpoint.CheckpointError, match="does not fit this model"):
+        checkpoint.load_into(ck, other)
+
+
+@pytest.mark.parametrize("name,damage,message", [
+    ("train-images-idx3-ubyte.gz", "missing", "make data"),
+    ("train-labels-idx1-ubyte.gz", "truncate", "truncated"),
+    ("t10k-images-idx3-ubyte.gz", "magic", "magic"),
+    ("t10k-labels-idx1-ubyte.gz", "count", "t10k-labels"),
+])
+def test_bad_data_files_are_clear_errors(toy, capsys, name, damage, message):
+    path = toy / name
+    if damage == "missing":
+        path.unlink()
+    elif damage == "truncate":
+        raw = data.read_idx(path)
+        data.write_idx(path, raw)
+        import gzip
+        blob = gzip.decompress(path.read_bytes())
+        path.write_bytes(gzip.compress(blob[:-5]))
+    elif damage == "magic":
+        import gzip
+        blob = bytearray(gzip.decompress(path.read_bytes()))
+        blob[2] = 0x0C
+        path.write_bytes(gzip.compress(bytes(blob)))
+    elif damage == "count":
+        data.write_idx(path, data.read_idx(path)[:-3])
+    assert run(toy, "--epochs", 1) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_bad_flags(toy, capsys):
+    assert run(toy, "--epochs", 0) == 1
+    assert run(toy, "--lr", -1) == 1
+    assert run(toy, "--metrics", "m.txt") == 1
+    err = capsys.readouterr().err
+    assert "--epochs must be at least 1" in err and "--lr must be a positive" in err and ".csv or .json" in err
+
+
+def test_evaluate_reports_per_class_and_confusion(toy, tmp_path, capsys):
+    ck = tmp_path / "ck.npz"
+    assert run(toy, "--epochs", 1, "--checkpoint", ck) == 0
+    capsys.readouterr()
+    assert evaluate.main(["--checkpoint", str(ck), "--data-dir", str(toy)]) == 0
+    out = capsys.readouterr().out
+    assert "test accuracy" in out and "Ankle boot" in out and "T-shirt/top" in out
+    assert "confusion matrix" in out
+    cm = evaluate.confusion_matrix(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), 3)
+    np.testing.assert_array_equal(cm, [[1, 0, 0], [0, 1, 1], [0, 0, 1]])
+
+
+def real_data_dir():
+    try:
+        return data.find_data_dir()
+    except data.DataError:
+        return None
+
+
+@pytest.mark.skipif(real_data_dir() is None, reason="real Fashion-MNIST not found (run `make data`)")
+def test_learns_on_real_data_subset():
+    """A few hundred steps on 20,000 real training images: the loss falls and the test
+    accuracy is far above chance (0.1)."""
+    fm = data.load_fashion_mnist(real_data_dir())
+    net = ln.LeNet(seed=0)
+    opt = ln.optim.Adam(net.parameters(), lr=2e-3)
+    loss_fn = ln.nn.CrossEntropyLoss()
+    rng = np.random.default_rng(0)
+    losses = []
+    for _ in range(2):
+        for x, y in data.iterate_batches(fm.train_images[:20000], fm.train_labels[:20000], 128, True, rng):
+            opt.zero_grad()
+            losses.append(loss_fn(net(x), y))
+            net.backward(loss_fn.backward(), input_grad=False)
+            opt.step()
+    assert len(losses) > 300
+    assert np.mean(losses[-20:]) < 0.75 * np.mean(losses[:20])
+    acc = train.accuracy(net, fm.test_images[:2000], fm.test_labels[:2000], 500)
+    assert acc > 0.5, acc

@@ -31,8 +31,9 @@ from .data import DataError, iterate_batches, load_fashion_mnist, num_batches
 from .model import LeNet
 from .nn import CrossEntropyLoss
 from .optim import SGD, Adam
+from .parallel import DataParallel, default_workers
 
-SETTINGS = ("epochs", "batch_size", "lr", "optimizer", "momentum", "seed", "activation", "pool")
+SETTINGS = ("epochs", "batch_size", "lr", "optimizer", "momentum", "seed", "activation", "pool", "workers")
 FIXED = ("activation", "pool", "optimizer")      # cannot change when resuming
 METRIC_FIELDS = ("epoch", "loss", "train_acc", "test_acc", "time_sec", "examples_per_sec")
 
@@ -42,7 +43,7 @@ class TrainingError(RuntimeError):
 
 
 DEFAULTS = {"epochs": 5, "batch_size": 256, "lr": 0.001, "optimizer": "adam", "momentum": 0.0, "seed": 0,
-            "activation": "sigmoid", "pool": "max"}
+            "activation": "sigmoid", "pool": "max", "workers": 0}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", default=None, help="continue the run saved in this checkpoint")
     p.add_argument("--metrics", default=None, help="write per-epoch metrics here (.csv or .json)")
     p.add_argument("--plot", default=None, help="write a PNG of the loss and accuracy curves (needs matplotlib)")
+    p.add_argument("--workers", type=int, help="CPU threads that share each batch; 0: one per core, at most 4 "
+                   "(a run is bit for bit reproducible for a given number)")
     p.add_argument("--quiet", action="store_true", help="no progress output, only the epoch lines")
     p.add_argument("--eval-batch-size", type=int, default=1000, help=argparse.SUPPRESS)
     return p
@@ -91,6 +94,8 @@ def resolve_settings(args, saved=None) -> None:
 
 
 def check_args(args) -> None:
+    if args.workers < 0:
+        raise TrainingError(f"--workers must be >= 0 (0: one per core), got {args.workers}")
     for name in ("epochs", "batch_size", "eval_batch_size"):
         if getattr(args, name) < 1:
             raise TrainingError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
@@ -258,6 +263,11 @@ def run(args) -> list:
 
     net = LeNet(activation=args.activation, pool=args.pool, seed=args.seed).to(device)
     opt = make_optimizer(args, net)
+    if device == "cpu":
+        args.workers = args.workers or default_workers()
+        model = DataParallel(net, args.workers)      # the batch split across CPU threads
+    else:
+        args.workers, model = 1, net                  # one GPU stream: no threads
     data_rng = np.random.default_rng([args.seed, 1])   # shuffling: independent of the init stream
     history, start_epoch, skip, sums = [], 1, 0, (0.0, 0, 0)
     if meta is not None:
@@ -305,9 +315,9 @@ def run(args) -> list:
                 if step < skip:
                     continue
                 opt.zero_grad()
-                logits = net(x)
+                logits = model(x)
                 loss = loss_fn.forward(logits, y)
-                net.backward(loss_fn.backward(), input_grad=False)
+                model.backward(loss_fn.backward(), input_grad=False)
                 opt.step()
                 losses[step] = loss * len(y)
                 correct += (logits.argmax(axis=1) == y).sum()
@@ -336,7 +346,7 @@ def run(args) -> list:
         elapsed = time.perf_counter() - start
         train_loss = (loss_sum0 + float(losses.sum())) / seen
         train_acc = (correct0 + int(correct)) / seen
-        test_acc = accuracy(net, test_x, test_y, args.eval_batch_size)
+        test_acc = accuracy(model, test_x, test_y, args.eval_batch_size)
         skip = 0
         history.append({"epoch": epoch, "loss": round(train_loss, 6), "train_acc": round(train_acc, 6),
                         "test_acc": round(test_acc, 6), "time_sec": round(elapsed, 3),

@@ -1,0 +1,67 @@
+"""DataParallel (the batch split across CPU threads) against the plain network."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lenet_np as ln
+from lenet_np.parallel import DataParallel, default_workers
+
+
+@pytest.mark.parametrize("workers,batch", [(2, 64), (3, 7), (4, 9), (2, 3)])
+def test_same_outputs_and_gradients_as_one_thread(workers, batch):
+    net = ln.LeNet(seed=0).double()
+    pnet = DataParallel(net, workers)
+    ref = ln.LeNet(seed=0).double()
+    rng = np.random.default_rng(batch)
+    x = rng.random((batch, 1, 28, 28))
+    y = rng.integers(0, 10, batch)
+    loss_fn = ln.nn.CrossEntropyLoss()
+    loss = loss_fn(pnet(x), y)
+    gx = pnet.backward(loss_fn.backward())
+    ref_loss = loss_fn(ref(x), y)
+    ref_gx = ref.backward(loss_fn.backward())
+    assert loss == pytest.approx(ref_loss, rel=1e-12)
+    np.testing.assert_allclose(gx, ref_gx, rtol=1e-10, atol=1e-14)
+    for p, q in zip(net.parameters(), ref.parameters()):
+        np.testing.assert_allclose(p.grad, q.grad, rtol=1e-10, atol=1e-14)
+    # replicas keep their own gradients; the original's accumulate like any backward
+    loss_fn(pnet(x), y)
+    assert pnet.backward(loss_fn.backward(), input_grad=False) is None
+    for p, q in zip(net.parameters(), ref.parameters()):
+        np.testing.assert_allclose(p.grad, 2 * q.grad, rtol=1e-10, atol=1e-14)
+
+
+def test_training_follows_the_shared_parameters():
+    """The optimizer updates the original's arrays in place, and load_state_dict replaces
+    them: the replicas must see both."""
+    net = ln.LeNet(seed=0)
+    pnet = DataParallel(net, 2)
+    opt = ln.optim.Adam(net.parameters(), lr=1e-2)
+    loss_fn = ln.nn.CrossEntropyLoss()
+    rng = np.random.default_rng(0)
+    x, y = rng.random((32, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 32)
+    losses = []
+    for _ in range(5):
+        opt.zero_grad()
+        losses.append(loss_fn(pnet(x), y))
+        pnet.backward(loss_fn.backward(), input_grad=False)
+        opt.step()
+    assert losses[-1] < losses[0]
+    net.load_state_dict(ln.LeNet(seed=1).state_dict())
+    np.testing.assert_allclose(pnet(x), ln.LeNet(seed=1)(x), rtol=1e-5, atol=1e-6)
+
+
+def test_deterministic_and_eval_mode():
+    net = ln.LeNet(seed=0)
+    pnet = DataParallel(net, 2)
+    x = np.random.default_rng(0).random((16, 1, 28, 28), dtype=np.float32)
+    np.testing.assert_array_equal(pnet(x), pnet(x))
+    pnet.eval()
+    assert not net.training
+    pnet(x)
+    assert all(not r.training for r in pnet.replicas)
+    assert 1 <= default_workers() <= 4
+    with pytest.raises(ValueError, match="workers"):
+        DataParallel(net, 0)

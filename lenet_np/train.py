@@ -295,7 +295,7 @@ def run(args) -> list:
     loss_fn = CrossEntropyLoss()
     n_train = len(train_y)
     total = num_batches(n_train, args.batch_size)
-    check_every = 1 if device == "cpu" else 25      # reading the loss back syncs a GPU
+    check_every = 1 if device == "cpu" else 50      # reading the loss back syncs a GPU
     if not args.quiet:
         print(f"training LeNet ({args.activation}, {args.pool} pool) on {device}: {n_train} examples, "
               f"batch {args.batch_size}, {args.optimizer} lr {args.lr}", file=sys.stderr)

@@ -136,7 +136,10 @@ class MaxPool2d(_Pool2d):
             # offsets come in increasing k, so the latest winner is the largest k that won
             xp.multiply(better, arg.dtype.type(k), out=won)
             xp.maximum(arg, won, out=arg)
-        if xp.isnan(y).any():   # rare: replay the winners with torch's rule (c > best) | isnan(c)
+        # Rare: a NaN in a window. Replay the winners with torch's rule (c > best) | isnan(c).
+        # Only on the CPU: on CUDA, reading the flag back would sync the device every step
+        # (there a NaN window still outputs NaN; its gradient goes to another element).
+        if xp is np and xp.isnan(y).any():
             best = x_pad[offsets[0][1]].copy(order="K")
             arg[...] = 0
             for k, sl in offsets[1:]:

@@ -63,6 +63,9 @@ def load(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: no such file")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"checkpoint {path}: not an .npz (zip) archive; the file is corrupt or truncated, "
+                              "or not a lenet_np checkpoint")
     try:
         with np.load(path, allow_pickle=False) as z:
             files = {k: z[k] for k in z.files}

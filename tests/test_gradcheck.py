@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import lenet_np as ln
 from lenet_np import nn
-from lenet_np.gradcheck import rel_error
+from lenet_np.gradcheck import gradcheck_steps, rel_error
 
 from .conftest import tie_free
 
@@ -119,12 +119,16 @@ def test_lenet(xp, activation, pool, with_loss):
     net.to("cuda" if xp is not np else "cpu")
     x = xp.asarray(tie_free(rng, (2, 1, 28, 28), 0.0, 1.0))
     kw = dict(loss_fn=nn.CrossEntropyLoss(), labels=xp.asarray([3, 8])) if with_loss else {}
-    # Input gradients of the whole net are ~1e-5..1e-4, so the step must be large enough
-    # that rounding noise (eps_machine * |L| / h) stays far below them, and small enough
-    # not to cross a kink: ReLU corners sit closer to the perturbed weights than the
-    # smooth sigmoid's curvature matters (measured: relu fails at 3e-4, sigmoid+avg at 1e-4).
-    eps = 1e-4 if activation == "relu" else 3e-4
-    check(net, x, eps=eps, max_elements=25, **kw)
+    if pool == "avg" and activation == "sigmoid":
+        # smooth everywhere: one step. Input gradients of the whole net are ~1e-5, so the
+        # step must be large enough that rounding (eps_machine * |L| / h) stays below them
+        check(net, x, eps=3e-4, max_elements=25, **kw)
+    else:
+        # max pooling and ReLU put kinks near some perturbations whatever the input, and
+        # no single step suits every element: keep, per element, the step that agrees best
+        # (a wrong backward disagrees at every step; see docs/gradient-check.md)
+        errors = gradcheck_steps(net, x, max_elements=25, **kw)
+        assert max(errors.values()) < TOL, errors
 
 
 def test_gradcheck_catches_a_wrong_backward():

@@ -1,0 +1,240 @@
+"""Follow one mini-batch through LeNet and back: ``python -m lenet_np.trace``.
+
+Forward, layer by layer, it prints each output's shape and statistics (mean, std, min,
+max); then the loss; then backward, layer by layer in reverse, the gradient each
+layer's ``backward`` returns (dL/d its input: shape, norm, largest entry) and the
+gradients it stored in its parameters. With sigmoids the gradient shrinks on its way
+down (each sigmoid multiplies it by y(1 - y) <= 1/4): the trace shows by how much.
+
+``trace(net, x, y)`` walks the layers itself, exactly as ``LeNet.forward`` and
+``LeNet.backward`` do (``net.conv``, the flatten reshape, ``net.fc``, then the same in
+reverse), and returns one record (a dict) per step, so the numbers can be used in code.
+
+The images are the first Fashion-MNIST test images when the data set is found
+(``lenet_np.data``), else random images; the weights come from ``--checkpoint`` (a
+``.npz`` written by ``lenet_np.train``) or are freshly initialised.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from . import backend
+from .model import ACTIVATIONS, POOLS, LeNet
+from .nn import CrossEntropyLoss
+
+try:
+    from .data import CLASS_NAMES
+except ImportError:   # lenet_np.data is optional for these tools
+    CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                   "Bag", "Ankle boot")
+
+
+class ToolError(RuntimeError):
+    """A problem the command line reports in one line (exit status 1, no traceback)."""
+
+
+# -- loading a network and data (shared with lenet_np.visualize) ----------------------------
+def read_checkpoint(path) -> tuple[dict, dict]:
+    """(params, meta) of a checkpoint, read by lenet_np.checkpoint when it is there, else
+    straight from the .npz entries ``param/<name>`` (and ``meta``, a JSON string)."""
+    try:
+        from . import checkpoint
+    except ImportError:
+        checkpoint = None
+    if checkpoint is not None:
+        try:
+            ck = checkpoint.load(path)
+        except checkpoint.CheckpointError as exc:
+            raise ToolError(str(exc)) from None
+        return ck["params"], ck["meta"]
+    import json
+    import zipfile
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            files = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise ToolError(f"checkpoint {path}: no such file") from None
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as exc:
+        raise ToolError(f"checkpoint {path}: not a readable .npz archive ({exc})") from None
+    try:
+        meta = json.loads(str(files["meta"])) if "meta" in files else {}
+    except ValueError as exc:
+        raise ToolError(f"checkpoint {path}: its 'meta' entry is not valid JSON ({exc})") from None
+    return {k[len("param/"):]: v for k, v in files.items() if k.startswith("param/")}, meta
+
+
+def load_network(path=None, activation=None, pool=None, seed=0) -> tuple[LeNet, str]:
+    """(net, description): a LeNet with the checkpoint's weights, or a fresh one.
+
+    The checkpoint's settings choose the activation and pooling; passing a different
+    ``activation`` or ``pool`` raises ToolError (the weights belong to that network).
+    """
+    if path is None:
+        activation, pool = activation or "sigmoid", pool or "max"
+        return LeNet(activation=activation, pool=pool, seed=seed), f"freshly initialised (seed {seed})"
+    params, meta = read_checkpoint(path)
+    settings = meta.get("settings", {})
+    chosen = {}
+    for key, asked in (("activation", activation), ("pool", pool)):
+        saved = settings.get(key)
+        if asked is not None and saved is not None and asked != saved:
+            raise ToolError(f"checkpoint {path} holds a LeNet with {key}={saved!r}, not {asked!r}; "
+                            f"drop --{key} or pass --{key} {saved}")
+        chosen[key] = saved or asked or ("sigmoid" if key == "activation" else "max")
+    try:
+        net = LeNet(**chosen)
+        net.load_state_dict(params)
+    except (KeyError, ValueError) as exc:
+        msg = exc.args[0] if exc.args else str(exc)
+        raise ToolError(f"checkpoint {path} does not fit LeNet({chosen['activation']}, {chosen['pool']}): "
+                        f"{msg}") from None
+    epoch = meta.get("epoch")
+    return net, f"checkpoint {path}" + (f" (epoch {epoch})" if epoch is not None else "")
+
+
+def load_test_set(data_dir=None):
+    """(images float32 (N, 1, 28, 28) in [0, 1], labels int64 (N,)) of the Fashion-MNIST
+    test set, or (None, reason) when lenet_np.data or the files are not there."""
+    try:
+        from .data import load_fashion_mnist
+    except ImportError as exc:
+        return None, f"lenet_np.data is not available ({exc})"
+    try:
+        data = load_fashion_mnist(data_dir)
+    except Exception as exc:   # DataError and friends: the tools fall back to random images
+        first = str(exc).splitlines()[0].split("; looked for")[0]
+        return None, f"{first}; pass --data-dir or run `make data`"
+    images = data.test_images.astype(np.float32).reshape(-1, 1, 28, 28) / 255
+    return (images, data.test_labels.astype(np.int64)), "the Fashion-MNIST test set"
+
+
+def sample_batch(batch_size: int, data_dir=None, seed: int = 0):
+    """(x, y, description): the first test images, or random ones when the data is absent."""
+    test, why = load_test_set(data_dir)
+    if test is not None:
+        images, labels = test
+        return images[:batch_size], labels[:batch_size], f"the first {batch_size} Fashion-MNIST test images"
+    rng = np.random.default_rng(seed)
+    x = rng.random((batch_size, 1, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, batch_size)
+    return x, y, f"{batch_size} random images with random labels (no data: {why})"
+
+
+# -- the trace --------------------------------------------------------------------------------
+def _stats(a) -> dict:
+    a = backend.as_numpy(a).astype(np.float64)
+    return dict(shape=tuple(a.shape), mean=float(a.mean()), std=float(a.std()), min=float(a.min()),
+                max=float(a.max()))
+
+
+def _grad(g) -> dict:
+    g = backend.as_numpy(g).astype(np.float64)
+    return dict(shape=tuple(g.shape), norm=float(np.linalg.norm(g)), max_abs=float(np.abs(g).max()))
+
+
+def named_layers(net):
+    """(name, layer) of a LeNet in forward order; the layer None stands for the flatten reshape."""
+    return ([(f"conv.{i}", m) for i, m in enumerate(net.conv)] + [("flatten", None)]
+            + [(f"fc.{i}", m) for i, m in enumerate(net.fc)])
+
+
+def trace(net: LeNet, x, y, loss_fn=None) -> list[dict]:
+    """Forward and backward through ``net`` layer by layer; one record per step.
+
+    Forward records: {"phase": "forward", "name", "type", "shape", "mean", "std", "min",
+    "max"} for the input and every layer's output; then {"phase": "loss", "value"}.
+    Backward records: {"phase": "backward", "name", "type", "shape", "norm", "max_abs",
+    "params": {param name: {"shape", "norm", "max_abs"}}}, where shape/norm/max_abs
+    describe dL/d(the layer's input), what its ``backward`` returned; the first one
+    ("loss") is dL/dlogits. The parameters' ``.grad`` are left filled, as after
+    ``net.backward``.
+    """
+    loss_fn = loss_fn or CrossEntropyLoss()
+    records = [dict(phase="forward", name="input", type="", **_stats(x))]
+    net.zero_grad()
+    out = x
+    shape_before_flatten = None
+    for name, layer in named_layers(net):
+        if layer is None:
+            shape_before_flatten = out.shape
+            out = out.reshape(out.shape[0], -1)                 # the seed's feature.view(N, -1)
+            records.append(dict(phase="forward", name=name, type="reshape", **_stats(out)))
+            continue
+        out = layer(out)
+        records.append(dict(phase="forward", name=name, type=type(layer).__name__, **_stats(out)))
+    loss = float(loss_fn.forward(out, y))
+    records.append(dict(phase="loss", name="loss", type=type(loss_fn).__name__, value=loss))
+
+    grad = loss_fn.backward()                                    # dL/dlogits = (softmax - onehot) / N
+    records.append(dict(phase="backward", name="loss", type=type(loss_fn).__name__, params={}, **_grad(grad)))
+    for name, layer in reversed(named_layers(net)):
+        if layer is None:
+            grad = grad.reshape(shape_before_flatten)            # undo the flatten
+            records.append(dict(phase="backward", name=name, type="reshape", params={}, **_grad(grad)))
+            continue
+        grad = layer.backward(grad)
+        params = {f"{name}.{pname}": _grad(p.grad) for pname, p in layer.named_parameters()}
+        records.append(dict(phase="backward", name=name, type=type(layer).__name__, params=params, **_grad(grad)))
+    return records
+
+
+def format_trace(records: list[dict]) -> str:
+    """The records of ``trace`` as two tables, forward and backward."""
+    lines = ["FORWARD: each layer's output",
+             f"{'layer':<9}{'type':<18}{'shape':<18}{'mean':>10}{'std':>10}{'min':>10}{'max':>10}"]
+    for r in records:
+        if r["phase"] == "forward":
+            lines.append(f"{r['name']:<9}{r['type']:<18}{str(r['shape']):<18}{r['mean']:>10.4f}{r['std']:>10.4f}"
+                         f"{r['min']:>10.4f}{r['max']:>10.4f}")
+        elif r["phase"] == "loss":
+            lines.append(f"{'loss':<9}{r['type']:<18}{'()':<18}{r['value']:>10.4f}")
+    lines += ["", "BACKWARD: what each layer's backward returns, dL/d(its input), and its parameter gradients",
+              f"{'layer':<9}{'type':<18}{'dL/d(input)':<18}{'norm':>10}{'max|.|':>10}   parameter gradients (norm)"]
+    for r in records:
+        if r["phase"] != "backward":
+            continue
+        params = ", ".join(f"{k.rsplit('.', 1)[1]} {tuple(v['shape'])} {v['norm']:.3e}" for k, v in r["params"].items())
+        name = "loss" if r["name"] == "loss" else r["name"]
+        lines.append(f"{name:<9}{r['type']:<18}{str(r['shape']):<18}{r['norm']:>10.3e}{r['max_abs']:>10.3e}   "
+                     f"{params}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m lenet_np.trace",
+                                description="Trace one mini-batch through LeNet: shapes and statistics forward, "
+                                            "gradient shapes and norms backward.")
+    p.add_argument("--batch-size", type=int, default=4, help="images in the batch (default 4)")
+    p.add_argument("--activation", choices=sorted(ACTIVATIONS), default=None,
+                   help="sigmoid (default) or relu; taken from the checkpoint when one is given")
+    p.add_argument("--pool", choices=sorted(POOLS), default=None,
+                   help="max (default) or avg; taken from the checkpoint when one is given")
+    p.add_argument("--checkpoint", default=None, help="a .npz checkpoint of lenet_np.train (default: fresh weights)")
+    p.add_argument("--data-dir", default=None, help="directory of the Fashion-MNIST files (default: search)")
+    p.add_argument("--seed", type=int, default=0, help="initialisation (without --checkpoint) and random images")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.batch_size < 1:
+            raise ToolError(f"--batch-size must be at least 1, got {args.batch_size}")
+        net, where = load_network(args.checkpoint, args.activation, args.pool, args.seed)
+        x, y, what = sample_batch(args.batch_size, args.data_dir, args.seed)
+    except ToolError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    labels = ", ".join(f"{int(c)} {CLASS_NAMES[int(c)]}" for c in y[:8]) + (", ..." if len(y) > 8 else "")
+    print(f"LeNet(activation={net.activation!r}, pool={net.pool!r}), weights: {where}")
+    print(f"batch: {what}; labels: {labels}\n")
+    print(format_trace(trace(net, x, y)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""The docs are tested: every ```python block of docs/*.md runs, page by page.
+
+The blocks of one page run in order in one namespace (a later block uses the names
+of an earlier one); their ``assert`` lines are the claims of the text. A traceback
+points at the line of the Markdown file. The pointers to the code (``file.py: Name``)
+must name functions and classes that exist.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+PAGES = sorted(DOCS.glob("*.md"))
+FENCE = re.compile(r"^```([\w+-]*)[ \t]*$")
+POINTER = re.compile(r"`(lenet_np/[\w/]+\.py): ([A-Za-z_][\w.]*)`")
+LINK = re.compile(r"\]\(([\w-]+\.md)\)")
+
+
+def python_blocks(text: str) -> list[tuple[int, str]]:
+    """(line number of the first code line, code) of every ```python block."""
+    blocks, lines, i = [], text.splitlines(), 0
+    while i < len(lines):
+        m = FENCE.match(lines[i])
+        if m is None:
+            i += 1
+            continue
+        lang, start = m.group(1), i + 1
+        i = start
+        while i < len(lines) and not lines[i].startswith("```"):
+            i += 1
+        if i == len(lines):
+            raise ValueError(f"unclosed code fence at line {start}")
+        if lang == "python":
+            blocks.append((start + 1, "\n".join(lines[start:i]) + "\n"))
+        i += 1
+    return blocks
+
+
+def test_there_are_pages():
+    names = {p.name for p in PAGES}
+    assert {"index.md", "network.md", "linear.md", "sigmoid.md", "relu.md", "softmax-cross-entropy.md",
+            "convolution.md", "pooling.md", "flatten.md", "gradient-check.md", "tools.md"} <= names
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_snippets_run(page, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)                    # a snippet that writes files writes here
+    namespace = {"__name__": f"docs.{page.stem}"}
+    for lineno, code in python_blocks(page.read_text(encoding="utf-8")):
+        # pad with blank lines so that tracebacks show the line number in the .md file
+        exec(compile("\n" * (lineno - 1) + code, str(page), "exec"), namespace)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_code_pointers_exist(page):
+    """`lenet_np/nn/conv.py: Conv2d._backward_reference` must name a real attribute."""
+    for path, qualname in POINTER.findall(page.read_text(encoding="utf-8")):
+        assert (ROOT / path).is_file(), f"{page.name}: {path} does not exist"
+        module = importlib.import_module(path[:-3].replace("/", "."))
+        obj = module
+        for part in qualname.split("."):
+            assert hasattr(obj, part), f"{page.name}: {path} has no {qualname}"
+            obj = getattr(obj, part)
+
+
+def test_index_links_every_page():
+    index = (DOCS / "index.md").read_text(encoding="utf-8")
+    linked = set(LINK.findall(index))
+    for name in linked:
+        assert (DOCS / name).is_file(), f"index.md links to a missing page {name}"
+    mine = {"network.md", "linear.md", "sigmoid.md", "relu.md", "softmax-cross-entropy.md", "convolution.md",
+            "pooling.md", "flatten.md", "gradient-check.md", "tools.md"}
+    assert mine <= linked
+
+
+def test_layer_pages_have_snippets_and_pointers():
+    for name in ("linear", "sigmoid", "relu", "softmax-cross-entropy", "convolution", "pooling", "flatten"):
+        text = (DOCS / f"{name}.md").read_text(encoding="utf-8")
+        assert python_blocks(text), f"{name}.md has no python snippet"
+        assert POINTER.search(text), f"{name}.md points at no code"
+
+
+def test_block_extraction():
+    text = "a\n```python\nx = 1\n```\n```text\nnot code\n```\n```python\ny = x\n```\n"
+    assert python_blocks(text) == [(3, "x = 1\n"), (9, "y = x\n")]

@@ -1,0 +1,308 @@
+"""The learner's tools: summary, gradcheck (command line), trace and visualize.
+
+Each tool's ``main`` runs here as from the command line, on tiny self-made checkpoints
+and, for the pictures, on a tiny self-made data set (or none at all)."""
+
+from __future__ import annotations
+
+import json
+import struct
+import sys
+
+import numpy as np
+import pytest
+
+import lenet_np
+import lenet_np.gradcheck  # noqa: F401  (the module; lenet_np.gradcheck is the function)
+from lenet_np import LeNet, checkpoint, nn, visualize
+from lenet_np import summary as summary_mod
+from lenet_np import trace as trace_mod
+
+gc = sys.modules["lenet_np.gradcheck"]
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+HISTORY = [
+    {"epoch": 1, "loss": 1.8, "train_acc": 0.33, "test_acc": 0.58, "time_sec": 10.0, "examples_per_sec": 6000.0},
+    {"epoch": 2, "loss": 0.95, "train_acc": 0.63, "test_acc": 0.69, "time_sec": 10.0, "examples_per_sec": 6000.0},
+]
+
+
+def save_checkpoint(path, activation="sigmoid", pool="max", seed=0, history=HISTORY):
+    net = LeNet(activation=activation, pool=pool, seed=seed)
+    checkpoint.save(path, net, None, {"epoch": len(history), "settings": {"activation": activation, "pool": pool},
+                                      "history": history})
+    return net
+
+
+def png_size(path):
+    """(width, height) of a PNG file, after checking its signature and header chunk."""
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE, f"{path} is not a PNG"
+    assert data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+# -- summary ----------------------------------------------------------------------------------
+def test_summary_main(capsys):
+    assert summary_mod.main([]) == 0
+    out = capsys.readouterr().out
+    assert "44,426" in out and "281,640" in out
+    for name in ("conv.0: Conv2d", "conv.5: MaxPool2d", "flatten", "fc.4: Linear"):
+        assert name in out
+    assert summary_mod.main(["--batch-size", "256", "--activation", "relu", "--pool", "avg"]) == 0
+    out = capsys.readouterr().out
+    assert "[256, 16, 4, 4]" in out and "[256, 256]" in out and "ReLU" in out and "AvgPool2d" in out
+    assert "72,099,840" in out                                  # 256 x 281,640
+
+
+def test_summary_rows_are_the_real_shapes():
+    net = LeNet(seed=1)
+    rows = summary_mod.summary(net, batch_size=3)
+    x = np.zeros((3, 1, 28, 28), dtype=np.float32)
+    assert rows[-1]["output_shape"] == net(x).shape == (3, 10)
+    assert {r["name"]: r["output_shape"] for r in rows}["conv.5"] == net.conv(x).shape
+    assert sum(r["params"] for r in rows) == net.num_parameters() == 44_426
+    assert summary_mod.summary(net.double(), 2)[0]["output_shape"] == (2, 6, 24, 24)   # float64 works too
+
+
+def test_summary_bad_batch_size(capsys):
+    assert summary_mod.main(["--batch-size", "0"]) == 1
+    assert "--batch-size" in capsys.readouterr().err
+
+
+# -- gradcheck command line ------------------------------------------------------------------
+def test_gradcheck_cli_one_layer(capsys):
+    assert gc.main(["--layer", "linear", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    for label in ("fc.0 Linear(256, 120)", "fc.2 Linear(120, 84)", "fc.4 Linear(84, 10)"):
+        assert label in out
+    assert "weight" in out and "bias" in out and "FAIL" not in out
+    assert "All float64 errors are below 1e-06" in out
+
+
+def test_gradcheck_cli_fails_on_a_wrong_backward(capsys, monkeypatch):
+    right = nn.Sigmoid.backward
+
+    def wrong(self, grad_out, input_grad=True):
+        return right(self, grad_out, input_grad) * 1.001          # one part in a thousand
+
+    monkeypatch.setattr(nn.Sigmoid, "backward", wrong)
+    assert gc.main(["--layer", "sigmoid"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "FAILED" in out and "conv.1 Sigmoid()" in out
+
+
+def test_gradcheck_cli_rows_show_both_dtypes():
+    check = next(c for c in gc.make_checks(0) if c.layer == "conv")
+    rows = gc.run_check(check)
+    assert [r["tensor"] for r in rows] == ["input", "weight", "bias"]
+    for r in rows:
+        assert r["ok"] and r["float64"] < 1e-6
+        assert r["float32"] > 100 * r["float64"]                # float32 is far coarser
+
+
+def test_gradcheck_cli_whole_lenet_one_variant():
+    check = next(c for c in gc.make_checks(1) if c.layer == "lenet")    # the seed's LeNet(sigmoid, max)
+    rows = gc.run_check(check, seed=1)
+    assert len(rows) == 11 and rows[0]["checked"] == 25
+    assert all(r["ok"] for r in rows), [(r["tensor"], r["float64"]) for r in rows]
+
+
+def test_gradcheck_steps_with_one_step_is_gradcheck():
+    rng = np.random.default_rng(0)
+    layer = nn.Conv2d(2, 3, 3, rng=rng).double()
+    x = rng.standard_normal((2, 2, 6, 6))
+    assert gc.gradcheck_steps(layer, x, steps=(1e-6,), max_elements=20) == lenet_np.gradcheck(
+        layer, x, eps=1e-6, max_elements=20)
+
+
+def test_tie_free():
+    for n in (1, 2, 7, 8):
+        v = gc.tie_free(np.random.default_rng(0), (n,), spacing=0.1)
+        assert len(np.unique(v)) == n and np.abs(v).min() >= 0.05 - 1e-12
+
+
+def test_gradcheck_cli_arguments(capsys):
+    with pytest.raises(SystemExit):
+        gc.main(["--layer", "nonsense"])
+    assert gc.main(["--layer", "loss", "--max-elements", "0"]) == 1
+
+
+# -- trace ------------------------------------------------------------------------------------
+def test_trace_main_without_data(capsys, tmp_path):
+    assert trace_mod.main(["--batch-size", "2", "--data-dir", str(tmp_path / "nowhere")]) == 0
+    out = capsys.readouterr().out
+    assert "random images" in out and "freshly initialised" in out
+    assert "FORWARD" in out and "BACKWARD" in out
+    assert "(2, 16, 4, 4)" in out and "(2, 256)" in out and "CrossEntropyLoss" in out
+    assert "weight (6, 1, 5, 5)" in out                          # conv.0's parameter gradient
+
+
+@pytest.mark.parametrize("activation,pool", [("sigmoid", "max"), ("relu", "avg")])
+def test_trace_records_match_backward(activation, pool):
+    net = LeNet(activation=activation, pool=pool, seed=2)
+    rng = np.random.default_rng(0)
+    x = rng.random((3, 1, 28, 28), dtype=np.float32)
+    y = np.array([1, 5, 9])
+    records = trace_mod.trace(net, x, y)
+    loss_rec = next(r for r in records if r["phase"] == "loss")
+    traced = {k: v for r in records if r["phase"] == "backward" for k, v in r["params"].items()}
+    dx_traced = records[-1]
+
+    loss_fn = nn.CrossEntropyLoss()
+    net.zero_grad()
+    assert abs(loss_fn(net(x), y) - loss_rec["value"]) < 1e-6
+    dx = net.backward(loss_fn.backward())
+    assert dx_traced["shape"] == dx.shape == (3, 1, 28, 28)
+    assert abs(dx_traced["norm"] - np.linalg.norm(dx.astype(np.float64))) <= 1e-5 * dx_traced["norm"]
+    assert set(traced) == {name for name, _ in net.named_parameters()}
+    for name, p in net.named_parameters():
+        assert traced[name]["shape"] == p.shape
+        assert abs(traced[name]["norm"] - np.linalg.norm(p.grad.astype(np.float64))) <= 1e-5 * traced[name]["norm"]
+    fwd = [r for r in records if r["phase"] == "forward"]
+    assert [r["name"] for r in fwd] == ["input", *(f"conv.{i}" for i in range(6)), "flatten",
+                                        *(f"fc.{i}" for i in range(5))]
+    for r in fwd:
+        assert r["min"] <= r["mean"] <= r["max"] and r["std"] >= 0
+
+
+def test_trace_with_checkpoint(capsys, tmp_path):
+    path = tmp_path / "relu.npz"
+    saved = save_checkpoint(path, "relu", "avg", seed=5)
+    assert trace_mod.main(["--checkpoint", str(path), "--batch-size", "2", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "activation='relu', pool='avg'" in out and "epoch 2" in out and "ReLU" in out
+    net, _ = trace_mod.load_network(path)
+    for (name, a), (_, b) in zip(net.state_dict().items(), saved.state_dict().items()):
+        assert np.array_equal(a, b), name
+    # the checkpoint decides the architecture: a contradicting option is an error
+    assert trace_mod.main(["--checkpoint", str(path), "--activation", "sigmoid"]) == 1
+    err = capsys.readouterr().err
+    assert "activation='relu'" in err and "Traceback" not in err
+
+
+def test_trace_without_the_checkpoint_module(tmp_path, monkeypatch):
+    """An .npz of param/<name> entries is enough when lenet_np.checkpoint is absent."""
+    net = LeNet(seed=4)
+    path = tmp_path / "plain.npz"
+    np.savez(path, **{f"param/{k}": v for k, v in net.state_dict().items()})
+    monkeypatch.setitem(sys.modules, "lenet_np.checkpoint", None)
+    monkeypatch.delattr(lenet_np, "checkpoint")
+    loaded, where = trace_mod.load_network(path)
+    assert str(path) in where
+    assert all(np.array_equal(a, b) for a, b in zip(loaded.state_dict().values(), net.state_dict().values()))
+
+
+@pytest.mark.parametrize("content", [None, b"not a zip file", b"PK\x03\x04 truncated"])
+def test_trace_bad_checkpoint(capsys, tmp_path, content):
+    path = tmp_path / "bad.npz"
+    if content is not None:
+        path.write_bytes(content)
+    assert trace_mod.main(["--checkpoint", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(path) in err and "Traceback" not in err
+
+
+# -- visualize -----------------------------------------------------------------------------------
+def write_fake_fashion_mnist(directory, n_test=40):
+    """A tiny data set in the real files' format (IDX, gzipped)."""
+    data = pytest.importorskip("lenet_np.data")
+    rng = np.random.default_rng(0)
+    directory.mkdir()
+    arrays = {"train_images": rng.integers(0, 256, (10, 28, 28), dtype=np.uint8),
+              "train_labels": rng.integers(0, 10, 10).astype(np.uint8),
+              "test_images": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+              "test_labels": rng.integers(0, 10, n_test).astype(np.uint8)}
+    for field, name in data.FILES.items():
+        data.write_idx(directory / f"{name}.gz", arrays[field])
+    return directory
+
+
+def test_visualize_with_data_and_metrics(capsys, tmp_path):
+    ck = tmp_path / "lenet.npz"
+    save_checkpoint(ck)
+    metrics = tmp_path / "metrics.csv"
+    metrics.write_text("epoch,loss,train_acc,test_acc,time_sec,examples_per_sec\n"
+                       "1,1.8,0.33,0.58,10.0,6000\n2,0.95,0.63,0.69,10.0,6000\n3,0.81,0.70,0.72,10.0,6000\n")
+    data_dir = write_fake_fashion_mnist(tmp_path / "data")
+    out = tmp_path / "pictures"
+    assert visualize.main(["--checkpoint", str(ck), "--out", str(out), "--metrics", str(metrics),
+                           "--data-dir", str(data_dir), "--image", "3"]) == 0
+    printed = capsys.readouterr().out
+    expected = {"filters.png": (400, 150), "feature_maps.png": (800, 800), "misclassified.png": (400, 400),
+                "curves.png": (600, 300)}
+    for name, (min_w, min_h) in expected.items():
+        path = out / name
+        assert path.is_file() and f"wrote {path}" in printed
+        w, h = png_size(path)
+        assert min_w <= w <= 4000 and min_h <= h <= 4000, (name, w, h)
+        assert path.stat().st_size > 5000, name                   # not an empty canvas
+
+
+def test_visualize_without_data_uses_history_and_random_images(capsys, tmp_path):
+    ck = tmp_path / "lenet.npz"
+    save_checkpoint(ck, "relu", "max")
+    out = tmp_path / "pictures"
+    assert visualize.main(["--checkpoint", str(ck), "--out", str(out), "--data-dir", str(tmp_path / "none")]) == 0
+    captured = capsys.readouterr()
+    assert "random images" in captured.err
+    assert sorted(p.name for p in out.iterdir()) == ["curves.png", "feature_maps.png", "filters.png",
+                                                     "misclassified.png"]
+    for p in out.iterdir():
+        png_size(p)
+
+
+def test_visualize_without_history_skips_curves(capsys, tmp_path):
+    ck = tmp_path / "lenet.npz"
+    save_checkpoint(ck, history=[])
+    out = tmp_path / "pictures"
+    assert visualize.main(["--checkpoint", str(ck), "--out", str(out), "--data-dir", str(tmp_path / "none")]) == 0
+    assert "curves.png skipped" in capsys.readouterr().err
+    assert not (out / "curves.png").exists() and (out / "filters.png").exists()
+
+
+def test_visualize_reads_metrics_csv_and_json(tmp_path):
+    as_json = tmp_path / "m.json"
+    as_json.write_text(json.dumps(HISTORY))
+    as_csv = tmp_path / "m.csv"
+    lines = [",".join(str(h[k]) for k in h) for h in HISTORY]
+    as_csv.write_text(",".join(HISTORY[0]) + "\n" + "\n".join(lines) + "\n")
+    expected = [{k: float(h[k]) for k in visualize.METRIC_KEYS} for h in HISTORY]
+    assert visualize.read_metrics(as_json) == visualize.read_metrics(as_csv) == expected
+    png_size(visualize.plot_curves(expected, tmp_path / "curves.png", "test"))
+
+
+def test_mosaic():
+    m = visualize.mosaic(np.arange(8.0).reshape(2, 2, 2))
+    assert m.shape == (2, 5) and np.isnan(m[:, 2]).all()
+    assert m[:, :2].tolist() == [[0, 1], [2, 3]] and m[:, 3:].tolist() == [[4, 5], [6, 7]]
+
+
+@pytest.mark.parametrize("problem", ["missing", "corrupt", "metrics", "image"])
+def test_visualize_errors_are_one_line(capsys, tmp_path, problem):
+    ck = tmp_path / "lenet.npz"
+    args = ["--checkpoint", str(ck), "--out", str(tmp_path / "out"), "--data-dir", str(tmp_path / "none")]
+    if problem == "corrupt":
+        ck.write_bytes(b"\x00" * 100)
+    elif problem != "missing":
+        save_checkpoint(ck)
+    if problem == "metrics":
+        bad = tmp_path / "bad.csv"
+        bad.write_text("a,b\n1,2\n")
+        args += ["--metrics", str(bad)]
+    if problem == "image":
+        args += ["--image", "100000"]
+    assert visualize.main(args) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("error: ") and "Traceback" not in err
+
+
+def test_visualize_without_matplotlib(capsys, tmp_path, monkeypatch):
+    ck = tmp_path / "lenet.npz"
+    save_checkpoint(ck)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    assert visualize.main(["--checkpoint", str(ck), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "matplotlib" in err and "pip install" in err
+    assert not (tmp_path / "out").exists()

@@ -31,9 +31,20 @@ class LeNet(Module):
 
     Weights are initialised as torch's defaults from ``rng`` (a numpy Generator)
     or from ``seed``; the same seed gives the same network.
+
+    ``pool_first`` (default True): in the convolutional block, run each max pooling
+    *before* the activation that precedes it in the seed. Sigmoid and ReLU never
+    decrease, so max(act(z)) == act(max(z)) and the output is the same; the activation
+    then runs on a quarter of the values (the sigmoid's exp is the costliest elementwise
+    step on the CPU). Its backward gives each window's winner the same gradient,
+    g * act'(winner). Only where two values of a window differ but their sigmoids round
+    to the same float32 can the winner differ from torch's (the first maximum of the
+    sigmoids), a rare tie that moves the same gradient to a neighbour. False runs the
+    seed's order literally. Average pooling always runs in the seed's order.
     """
 
-    def __init__(self, activation="sigmoid", pool="max", seed=None, rng=None, dtype=np.float32):
+    def __init__(self, activation="sigmoid", pool="max", seed=None, rng=None, dtype=np.float32,
+                 pool_first=True):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"LeNet: activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
@@ -54,14 +65,25 @@ class LeNet(Module):
             Linear(120, 84, rng=rng, dtype=dtype), act(),
             Linear(84, 10, rng=rng, dtype=dtype),
         )
+        self.pool_first = bool(pool_first)
         self._cache = None
+
+    def conv_order(self):
+        """The convolutional block's layers in the order forward runs them."""
+        layers = list(self.conv)
+        if self.pool_first and self.pool == "max":
+            for i in (1, 4):             # (activation, max pool) -> (max pool, activation)
+                layers[i], layers[i + 1] = layers[i + 1], layers[i]
+        return layers
 
     def forward(self, img):
         check_input(self.conv[0], img, "(N, 1, 28, 28)", ndim=4, channels=1,
                     dtype=self.conv[0].weight.dtype)
         if img.shape[2:] != (28, 28):
             raise ValueError(f"LeNet: expected input of shape (N, 1, 28, 28), got shape {tuple(img.shape)}")
-        feature = self.conv(img)                        # (N, 16, 4, 4)
+        feature = img
+        for layer in self.conv_order():
+            feature = layer(feature)                    # ends as (N, 16, 4, 4)
         self._cache = feature.shape
         return self.fc(feature.reshape(img.shape[0], -1))   # flatten: (N, 256)
 
@@ -70,8 +92,11 @@ class LeNet(Module):
         (training does not need the image gradient, so the first conv skips it)."""
         if self._cache is None:
             raise RuntimeError("LeNet: backward called before forward")
-        grad = self.fc.backward(grad_out)
-        return self.conv.backward(grad.reshape(self._cache), input_grad=input_grad)
+        grad = self.fc.backward(grad_out).reshape(self._cache)
+        first, *rest = self.conv_order()
+        for layer in reversed(rest):
+            grad = layer.backward(grad)
+        return first.backward(grad, input_grad=input_grad)
 
     def extra_repr(self):
         return ""

@@ -279,3 +279,24 @@ def test_optimizer_state_dict_resumes_exactly():
     with pytest.raises(ValueError, match="shape"):
         ln.optim.SGD(nn.Linear(2, 2).parameters(), momentum=0.9).load_state_dict(
             {"state.0.momentum_buffer": np.zeros(3)})
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "relu"])
+def test_pool_first_matches_the_seeds_order(activation):
+    """max(act(z)) == act(max(z)) for monotone activations: same output, same gradients."""
+    rng = np.random.default_rng(0)
+    x = rng.random((8, 1, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, 8)
+    fast = ln.LeNet(activation=activation, seed=4)
+    literal = ln.LeNet(activation=activation, seed=4, pool_first=False)
+    assert [type(m).__name__ for m in fast.conv_order()][1:3] == ["MaxPool2d", type(fast.conv[1]).__name__]
+    assert [type(m).__name__ for m in literal.conv_order()] == [type(m).__name__ for m in literal.conv]
+    loss_fn = nn.CrossEntropyLoss()
+    a = loss_fn(fast(x), y)
+    ga = fast.backward(loss_fn.backward())
+    b = loss_fn(literal(x), y)
+    gb = literal.backward(loss_fn.backward())
+    assert a == b
+    np.testing.assert_allclose(ga, gb, rtol=1e-5, atol=1e-9)
+    for p, q in zip(fast.parameters(), literal.parameters()):
+        np.testing.assert_allclose(p.grad, q.grad, rtol=1e-5, atol=1e-7)

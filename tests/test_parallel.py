@@ -12,7 +12,7 @@ from lenet_np.parallel import DataParallel, default_workers
 @pytest.mark.parametrize("workers,batch", [(2, 64), (3, 7), (4, 9), (2, 3)])
 def test_same_outputs_and_gradients_as_one_thread(workers, batch):
     net = ln.LeNet(seed=0).double()
-    pnet = DataParallel(net, workers)
+    pnet = DataParallel(net, workers, min_chunk=1)
     ref = ln.LeNet(seed=0).double()
     rng = np.random.default_rng(batch)
     x = rng.random((batch, 1, 28, 28))
@@ -55,7 +55,7 @@ def test_training_follows_the_shared_parameters():
 
 def test_deterministic_and_eval_mode():
     net = ln.LeNet(seed=0)
-    pnet = DataParallel(net, 2)
+    pnet = DataParallel(net, 2, min_chunk=4)
     x = np.random.default_rng(0).random((16, 1, 28, 28), dtype=np.float32)
     np.testing.assert_array_equal(pnet(x), pnet(x))
     pnet.eval()
@@ -65,3 +65,15 @@ def test_deterministic_and_eval_mode():
     assert 1 <= default_workers() <= 4
     with pytest.raises(ValueError, match="workers"):
         DataParallel(net, 0)
+    with pytest.raises(ValueError, match="min_chunk"):
+        DataParallel(net, 2, min_chunk=0)
+
+
+def test_small_batches_run_on_the_module_alone():
+    net = ln.LeNet(seed=0).double()
+    pnet = DataParallel(net, 2, min_chunk=8)
+    x = np.random.default_rng(1).random((15, 1, 28, 28))
+    np.testing.assert_array_equal(pnet(x), ln.LeNet(seed=0).double()(x))
+    assert pnet._sizes is None                  # 15 < 2 * 8: no split
+    pnet(np.concatenate([x, x[:1]]))
+    assert pnet._sizes == [8, 8]

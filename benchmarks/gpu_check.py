@@ -1,0 +1,444 @@
+"""GPU check: the test suite and the GPU benchmarks on a lent CUDA machine, in one go.
+
+    PYTHONPATH=. python benchmarks/gpu_check.py        (or: make gpu-check)
+
+Run from the repository root. Needs CuPy and a CUDA device (PyTorch with CUDA for the torch
+columns, matplotlib for the plot; both optional). Under eight minutes:
+
+1. the GPU: name, memory, compute capability, CUDA runtime and driver, library versions;
+2. ``python -m pytest -q -x tests/`` (the suite runs its CuPy cases where a GPU is present),
+   with a time limit so the benchmarks still run;
+3. one training epoch (60,000 examples, batch 256, Adam) and one test-set evaluation:
+   lenet_np on CuPy (data moved to the device once, one sync per epoch) against torch CUDA
+   eager, lenet_np on NumPy and torch on the CPU (a fraction of the epoch, scaled);
+4. every layer's forward and backward at batch 256 on CuPy (fast and reference) and torch CUDA:
+   time per call in a stream of calls (sync at the ends) and GPU time per call
+   (``cupyx.profiler.benchmark``);
+5. examples/s against batch size (1 .. 4096): NumPy, CuPy, torch CPU, torch CUDA, with a plot.
+
+Writes ``gpu-YYYY-MM-DD.md``, ``.json`` and ``.png`` into ``$OUT`` when set, else into
+``benchmarks/results/``, and copies everything it prints into ``gpu-check.log`` there.
+Without CuPy or a GPU it says so and exits with status 2. ``--cpu-smoke`` runs the same code
+with the CPU contenders only, tiny and fast: a check of this script on a machine without a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:          # run as a script: make `benchmarks` and `lenet_np` importable
+    sys.path.insert(0, str(REPO))
+
+C = None   # benchmarks.common, imported in main() once the GPU check has passed (it needs NumPy)
+
+SWEEP_BATCHES = (1, 4, 16, 64, 256, 1024, 4096)
+EXIT_NO_GPU = 2
+
+PROFILES = {
+    # budget_s: the whole script; e2e fractions of the epoch for the CPU contenders
+    "gpu": dict(budget_s=450, pytest_timeout=240, e2e_repeats=3, cpu_fraction=0.1, gpu_fraction=1.0,
+                layer_repeats=5, layer_min=0.02, kernel_repeat=30, sweep_repeats=3, sweep_min=0.05,
+                sweep=SWEEP_BATCHES, settle=0.05),
+    "cpu-smoke": dict(budget_s=300, pytest_timeout=0, e2e_repeats=2, cpu_fraction=0.01, gpu_fraction=0.01,
+                      layer_repeats=2, layer_min=0.002, kernel_repeat=3, sweep_repeats=2, sweep_min=0.002,
+                      sweep=(1, 4, 16), settle=0.02),
+}
+
+
+class Tee:
+    """A stream that writes to several streams (the terminal and the log file)."""
+
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, s):
+        for st in self.streams:
+            st.write(s)
+            st.flush()
+        return len(s)
+
+    def flush(self):
+        for st in self.streams:
+            st.flush()
+
+    def isatty(self):
+        return False
+
+
+def log(*args, **kwargs):
+    print(*args, **kwargs, flush=True)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="benchmarks/gpu_check.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=None,
+                   help="report directory (default: $OUT when set, else benchmarks/results)")
+    p.add_argument("--cpu-smoke", action="store_true",
+                   help="no GPU: run this script's code with the CPU contenders only, tiny sizes, no pytest")
+    p.add_argument("--skip-tests", action="store_true", help="do not run pytest")
+    p.add_argument("--pytest-timeout", type=float, default=None, help="seconds for pytest (default: 240)")
+    p.add_argument("--budget", type=float, default=None, help="seconds for the whole script (default: 450)")
+    return p.parse_args(argv)
+
+
+# -- the device ---------------------------------------------------------------------------------------
+def detect_gpu():
+    """(info dict, None) when CuPy sees a CUDA device, else (None, the reason)."""
+    try:
+        import cupy
+    except Exception as exc:
+        return None, f"CuPy does not import ({type(exc).__name__}: {exc})"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:
+        return None, f"CuPy imports but finds no CUDA device ({type(exc).__name__}: {exc})"
+    if count < 1:
+        return None, "CuPy imports but finds no CUDA device"
+    props = cupy.cuda.runtime.getDeviceProperties(0)
+    name = props["name"]
+    info = {"name": name.decode() if isinstance(name, bytes) else str(name), "devices": count,
+            "memory_gib": round(props.get("totalGlobalMem", 0) / 2 ** 30, 1),
+            "compute_capability": f"{props.get('major')}.{props.get('minor')}",
+            "multiprocessors": props.get("multiProcessorCount"), "cupy": cupy.__version__}
+    for key, fn in (("cuda_runtime", cupy.cuda.runtime.runtimeGetVersion),
+                    ("cuda_driver", cupy.cuda.runtime.driverGetVersion)):
+        try:
+            v = fn()
+            info[key] = f"{v // 1000}.{v % 1000 // 10}"
+        except Exception:
+            info[key] = None
+    return info, None
+
+
+def torch_cuda_info():
+    try:
+        import torch
+    except Exception as exc:
+        return {"torch": None, "cuda": False, "why": f"torch does not import: {exc}"}
+    info = {"torch": torch.__version__, "cuda": bool(torch.cuda.is_available()), "torch_cuda": torch.version.cuda,
+            "threads": torch.get_num_threads()}
+    if info["cuda"]:
+        info["device"] = torch.cuda.get_device_name(0)
+        info["cudnn"] = torch.backends.cudnn.version()
+        info["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
+        info["matmul_allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
+        info["cudnn_benchmark"] = torch.backends.cudnn.benchmark
+    else:
+        info["why"] = "torch.cuda.is_available() is False (a CPU build of torch?)"
+    return info
+
+
+def nvidia_smi():
+    try:
+        return subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,clocks.max.sm,power.limit,driver_version",
+                               "--format=csv,noheader"], capture_output=True, text=True, timeout=20).stdout.strip()
+    except Exception:
+        return None
+
+
+# -- the tests ------------------------------------------------------------------------------------------
+def run_pytest(timeout):
+    """``python -m pytest -q -x tests/`` with its output streamed through our log; killed after timeout."""
+    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "tests/"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    log(f"$ python {' '.join(cmd[1:])}   (time limit {timeout:.0f} s)")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    timed_out = threading.Event()
+
+    def kill():
+        timed_out.set()
+        proc.kill()
+    timer = threading.Timer(timeout, kill)
+    timer.start()
+    tail = []
+    try:
+        for line in proc.stdout:
+            log(line, end="")
+            tail = (tail + [line.rstrip()])[-5:]
+        rc = proc.wait()
+    finally:
+        timer.cancel()
+    seconds = time.perf_counter() - t0
+    summary = next((t for t in reversed(tail) if t.strip()), "")
+    if timed_out.is_set():
+        log(f"pytest: stopped after {timeout:.0f} s (time limit), so that the benchmarks still run")
+    return {"rc": rc, "seconds": seconds, "timed_out": timed_out.is_set(), "summary": summary}
+
+
+# -- the benchmarks ---------------------------------------------------------------------------------------
+def make_runners(kinds, data=None, torch_threads=None):
+    """name -> runner for the kinds asked for: numpy, cupy, torch-cpu, torch-cuda."""
+    made = {}
+    for kind in kinds:
+        if kind == "numpy":
+            made["lenet_np-numpy"] = C.LenetNpRunner(data)
+        elif kind == "cupy":
+            made["lenet_np-cupy"] = C.LenetNpRunner(data, device="cuda")
+        elif kind == "torch-cpu":
+            made["torch-cpu"] = C.TorchRunner(data, threads=torch_threads)
+        elif kind == "torch-cuda":
+            made["torch-cuda"] = C.TorchRunner(data, device="cuda")
+    return made
+
+
+def run_e2e(kinds, prof, data) -> dict:
+    runners = make_runners(kinds, data)
+    n_total = len(data.train_images)
+    n_train, n_test = {}, {}
+    for name in runners:
+        frac = prof["gpu_fraction"] if "cuda" in name or "cupy" in name else prof["cpu_fraction"]
+        n_train[name] = max(C.BATCH_SIZE, int(n_total * frac))
+        n_test[name] = max(C.BATCH_SIZE, int(len(data.test_images) * frac))
+    for name in runners:
+        log(f"  {name}: {n_train[name]:,} training and {n_test[name]:,} test examples per run")
+    res = C.end_to_end(runners, n_train, n_test, repeats=prof["e2e_repeats"], log=log, n_total=n_total)
+    return {"data": data.source, "results": res}
+
+
+def kernel_timer(n_repeat):
+    """A timer (contenders -> name -> Stats) of GPU time per call from cupyx.profiler.benchmark:
+    CUDA events on the current stream (torch's default stream is the same legacy stream)."""
+    from cupyx.profiler import benchmark
+
+    def timer(contenders):
+        out = {name: C.Stats(inner=n_repeat) for name in contenders}
+        for _ in range(3):                                   # three alternating rounds
+            for name, c in contenders.items():
+                fn = c[0] if isinstance(c, tuple) else c
+                r = benchmark(fn, n_repeat=n_repeat, n_warmup=2)
+                out[name].samples.append(float(sorted(r.gpu_times[0])[len(r.gpu_times[0]) // 2]))
+        return out
+    return timer
+
+
+def wall_timer(prof, key, **kw):
+    def timer(contenders):
+        return C.measure(contenders, prof[f"{key}_repeats"], min_time=prof[f"{key}_min"], settle=prof["settle"], **kw)
+    return timer
+
+
+def plot_sweep(sweep, path, title):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception as exc:
+        log(f"  no plot: matplotlib does not import ({exc})")
+        return None
+    names = sorted({k for res in sweep.values() for k in res})
+    if not names:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in names:
+        pts = [(n, n / res[name].median) for n, res in sweep.items() if name in res]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("training examples / s (forward, backward, Adam)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# -- the report ------------------------------------------------------------------------------------------
+def build_report(meta, machine, gpu, tinfo, tests, e2e, layers, kernels, sweep, errors, png) -> str:
+    title = "lenet_np GPU check" + (" (CPU smoke run: no GPU)" if meta["smoke"] else f" on {gpu['name']}")
+    md = [f"# {title}, {meta['date']}", "",
+          f"`{meta['command']}`, {meta['duration_s'] / 60:.1f} minutes. Ratios are of medians measured in the "
+          "same run, the contenders alternating round by round.", "", "## Machine", ""]
+    if gpu:
+        md.append(f"- GPU: {gpu['name']} ({gpu['memory_gib']} GiB, compute capability {gpu['compute_capability']}, "
+                  f"{gpu['multiprocessors']} SMs); CUDA runtime {gpu['cuda_runtime']}, driver {gpu['cuda_driver']}; "
+                  f"CuPy {gpu['cupy']}")
+        if meta.get("nvidia_smi"):
+            md.append(f"- nvidia-smi: {meta['nvidia_smi']}")
+    if tinfo.get("torch"):
+        md.append(f"- torch {tinfo['torch']} (CUDA {tinfo.get('torch_cuda')}, cuDNN {tinfo.get('cudnn')}; "
+                  f"{tinfo['threads']} CPU threads); cudnn.allow_tf32={tinfo.get('cudnn_allow_tf32')}, "
+                  f"matmul.allow_tf32={tinfo.get('matmul_allow_tf32')}, cudnn.benchmark={tinfo.get('cudnn_benchmark')}"
+                  " (torch's defaults: its convolutions may use TF32; CuPy's matmuls do not)"
+                  + ("" if tinfo["cuda"] else f"; no torch CUDA: {tinfo.get('why')}"))
+    md += [*C.machine_lines(machine), ""]
+    md += ["## Tests", ""]
+    if tests is None:
+        md += ["not run", ""]
+    else:
+        state = ("stopped at the time limit" if tests["timed_out"] else "passed" if tests["rc"] == 0
+                 else f"FAILED (exit {tests['rc']})")
+        md += [f"`python -m pytest -q -x tests/`: {state} in {tests['seconds']:.0f} s: `{tests['summary']}`", ""]
+    if e2e:
+        md += ["## One epoch", "",
+               f"LeNet (sigmoid, max pooling), Adam lr 1e-3, batch 256; data: {e2e['data']}. On the GPU the uint8 "
+               "images are copied to the device once and each batch is converted there; one sync per epoch. The CPU "
+               "contenders run a fraction of the epoch (`examples/run`); all times are scaled to 60,000 training "
+               "and 10,000 test examples.", "", C.e2e_table(e2e["results"], base=meta["e2e_base"]), ""]
+    if layers:
+        md += [f"## Per layer, batch 256, float32, on {meta['layer_device']}", "",
+               "Time per call in a stream of calls (synchronised at both ends, so launch overheads overlap the "
+               "GPU work as in training). `fast`/`reference`: lenet_np's two implementations of Conv2d and "
+               "MaxPool2d on CuPy; `torch`: the same layer with autograd.", "", C.layers_table(layers), ""]
+    if kernels:
+        md += ["GPU time per call (`cupyx.profiler.benchmark`: CUDA events around each call, median): the "
+               "device's own work, without the Python and launch overheads.", "", C.layers_table(kernels), ""]
+    if sweep:
+        names = [n for n in ("lenet_np-cupy", "torch-cuda", "lenet_np-numpy", "torch-cpu")
+                 if any(n in r for r in sweep.values())]
+        base = "torch-cuda" if "torch-cuda" in names else names[-1]
+        md += ["## Examples/s against batch size", "",
+               "One training step (forward, loss, backward, Adam) on random data.", "",
+               C.sweep_table(sweep, names=names, base=base), ""]
+        if png:
+            md += [f"![examples/s against batch size]({Path(png).name})", ""]
+    if errors:
+        md += ["## Errors", "", *[f"- {k}: `{v}`" for k, v in errors.items()], ""]
+    return "\n".join(md)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    prof = dict(PROFILES["cpu-smoke" if args.cpu_smoke else "gpu"])
+    if args.budget:
+        prof["budget_s"] = args.budget
+    if args.pytest_timeout is not None:
+        prof["pytest_timeout"] = args.pytest_timeout
+    out_dir = args.out or (Path(os.environ["OUT"]) if os.environ.get("OUT") else REPO / "benchmarks" / "results")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log_file = open(out_dir / "gpu-check.log", "a", encoding="utf-8")
+    sys.stdout = Tee(sys.__stdout__, log_file)
+    sys.stderr = Tee(sys.__stderr__, log_file)
+    t_start = time.perf_counter()
+    today = dt.date.today().isoformat()
+    deadline = t_start + prof["budget_s"]
+    log(f"# lenet_np GPU check, {dt.datetime.now().isoformat(timespec='seconds')}, report in {out_dir}")
+
+    gpu = None
+    if not args.cpu_smoke:
+        gpu, why = detect_gpu()
+        if gpu is None:
+            log(f"gpu_check: no GPU to check: {why}.\n"
+                "This script needs CuPy and a CUDA device (pip install cupy-cuda13x, or the build for your CUDA). "
+                "On a machine without a GPU, run `make bench` for the CPU benchmarks, or "
+                "`python benchmarks/gpu_check.py --cpu-smoke` to try this script.")
+            return EXIT_NO_GPU
+        log(f"GPU: {gpu['name']}   ({gpu['memory_gib']} GiB, cc {gpu['compute_capability']}, "
+            f"CUDA runtime {gpu['cuda_runtime']}, driver {gpu['cuda_driver']}, CuPy {gpu['cupy']})")
+    global C
+    try:
+        from benchmarks import common as C
+    except ImportError as exc:
+        log(f"gpu_check: cannot import the benchmark code: {exc}")
+        return EXIT_NO_GPU
+    tinfo = torch_cuda_info()
+    log(f"torch {tinfo.get('torch')}: CUDA {'yes' if tinfo.get('cuda') else 'no'}"
+        + (f" ({tinfo.get('device')})" if tinfo.get("cuda") else f" ({tinfo.get('why')})"))
+    machine = C.machine_info(torch_threads=tinfo.get("threads"))
+    for line in C.machine_lines(machine):
+        log(line)
+    smi = None if args.cpu_smoke else nvidia_smi()
+    if smi:
+        log(f"nvidia-smi: {smi}")
+
+    tests = None
+    if not (args.skip_tests or args.cpu_smoke):
+        log("\n## Tests")
+        tests = run_pytest(prof["pytest_timeout"])
+
+    on_gpu = gpu is not None
+    use_torch_cuda = on_gpu and tinfo.get("cuda")
+    kinds = (["cupy"] if on_gpu else []) + (["torch-cuda"] if use_torch_cuda else []) + ["numpy", "torch-cpu"]
+    errors = {}
+    e2e = layers = kernels = sweep = None
+    png = None
+
+    def left():
+        return deadline - time.perf_counter()
+
+    log(f"\n## One epoch   ({left():.0f} s of the budget left)")
+    try:
+        data = C.load_data("real")
+        log(f"  data: {data.source}")
+        e2e = run_e2e(kinds, prof, data)
+        e2e["base"] = "torch-cuda" if use_torch_cuda else "torch-cpu"
+        log(C.e2e_table(e2e["results"], base=e2e["base"]))
+        del data
+    except Exception as exc:
+        errors["epoch"] = f"{type(exc).__name__}: {exc}"
+        log(f"  FAILED: {errors['epoch']}")
+
+    layer_device = "cuda" if on_gpu else "cpu"
+    log(f"\n## Per layer on {layer_device}   ({left():.0f} s left)")
+    try:
+        if left() < 60:
+            raise TimeoutError("skipped: out of time")
+        layers = C.layer_benchmark(wall_timer(prof, "layer"), device=layer_device, log=log)
+        log(C.layers_table(layers))
+        if on_gpu:
+            log("  GPU time per call (cupyx.profiler.benchmark):")
+            kernels = C.layer_benchmark(kernel_timer(prof["kernel_repeat"]), device="cuda", log=log)
+            log(C.layers_table(kernels))
+    except Exception as exc:
+        errors["layers"] = f"{type(exc).__name__}: {exc}"
+        log(f"  FAILED: {errors['layers']}")
+
+    log(f"\n## Examples/s against batch size   ({left():.0f} s left)")
+    try:
+        runners = make_runners(kinds)
+        slow = {}
+
+        def skip(name, n):
+            # out of time, or the last step of this contender took so long that this one would not fit
+            if n == prof["sweep"][0]:
+                return False                                 # the smallest batch always runs
+            prev = slow.get(name, 0.0) * 4
+            return left() < 30 + prev * (prof["sweep_repeats"] + 3)
+
+        def timer(contenders):
+            res = wall_timer(prof, "sweep", warmup=1, max_inner=1000)(contenders)
+            slow.update({k: s.median for k, s in res.items()})
+            return res
+        sweep = C.sweep_benchmark(runners, prof["sweep"], timer, skip=skip, log=log)
+        names = list(runners)
+        log(C.sweep_table(sweep, names=names, base=names[1] if len(names) > 1 else names[0]))
+        png = plot_sweep(sweep, out_dir / f"gpu-{today}{'-cpu-smoke' if args.cpu_smoke else ''}.png",
+                         f"LeNet training step, {gpu['name'] if gpu else 'CPU only (smoke run)'}")
+    except Exception as exc:
+        errors["sweep"] = f"{type(exc).__name__}: {exc}"
+        log(f"  FAILED: {errors['sweep']}")
+
+    machine["loadavg_end"] = C._read("/proc/loadavg").split()[:3]
+    meta = {"date": today, "smoke": args.cpu_smoke, "duration_s": time.perf_counter() - t_start,
+            "command": "benchmarks/gpu_check.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "e2e_base": (e2e or {}).get("base", "torch-cpu"), "layer_device": layer_device, "profile": prof,
+            "nvidia_smi": smi}
+    meta["command"] = meta["command"].strip()
+    stem = f"gpu-{meta['date']}" + ("-cpu-smoke" if args.cpu_smoke else "")
+    md_path, json_path = out_dir / f"{stem}.md", out_dir / f"{stem}.json"
+    md_path.write_text(build_report(meta, machine, gpu, tinfo, tests, e2e, layers, kernels, sweep, errors, png))
+    C.write_json(json_path, {"meta": meta, "gpu": gpu, "torch": tinfo, "machine": machine, "tests": tests,
+                             "end_to_end": e2e, "layers": layers, "layers_gpu_time": kernels,
+                             "sweep": {str(k): v for k, v in sweep.items()} if sweep else None, "errors": errors})
+    log(f"\nreport: {md_path}\n        {json_path}" + (f"\n        {png}" if png else "")
+        + f"\n        {out_dir / 'gpu-check.log'}\n({meta['duration_s'] / 60:.1f} minutes)")
+    if tests is not None and tests["rc"] != 0 and not tests["timed_out"]:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

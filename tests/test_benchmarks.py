@@ -1,0 +1,51 @@
+"""The benchmark harness measures what it says: every contender trains the same network on the
+same batches, so a timing compares equal work (timings themselves are never asserted here)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from benchmarks import common as C
+
+
+@pytest.fixture(scope="module")
+def data():
+    return C.synthetic_data(seed=3, n_train=4 * C.BATCH_SIZE, n_test=C.BATCH_SIZE)
+
+
+def test_contenders_train_the_same_network_on_the_same_batches(data):
+    pytest.importorskip("torch")
+    runners = {"fast": C.LenetNpRunner(data), "reference": C.LenetNpRunner(data, impl="reference"),
+               "one-thread": C.LenetNpRunner(data, workers=1), "torch": C.TorchRunner(data, threads=1)}
+    assert runners["fast"].workers >= 1 and runners["reference"].workers == 1
+    perm = np.random.default_rng(0).permutation(len(data.train_labels))
+    out = {name: r.train_epoch(perm, limit=3) for name, r in runners.items()}
+    assert all(seen == 3 * C.BATCH_SIZE for _, seen in out.values())
+    losses = {name: loss for name, (loss, _) in out.items()}
+    assert all(math.isfinite(v) and 1.5 < v < 3.5 for v in losses.values()), losses
+    for name in ("reference", "one-thread", "torch"):
+        assert losses[name] == pytest.approx(losses["fast"], rel=1e-4), (name, losses)
+    accs = {name: r.evaluate(limit=1) for name, r in runners.items()}
+    assert len({seen for _, seen in accs.values()}) == 1
+    for name in ("reference", "one-thread"):     # the same weights after the same steps
+        for p, q in zip(runners[name].net.parameters(), runners["fast"].net.parameters()):
+            np.testing.assert_allclose(p.data, q.data, rtol=1e-4, atol=1e-6)
+
+
+def test_end_to_end_reports_every_contender(data):
+    runners = {"lenet_np": C.LenetNpRunner(data), "reference": C.LenetNpRunner(data, impl="reference")}
+    res = C.end_to_end(runners, n_train=C.BATCH_SIZE, n_test=C.BATCH_SIZE, repeats=2, log=lambda *a: None,
+                       n_total=len(data.train_labels))
+    for name in runners:
+        assert len(res[name]["train"].samples) == 2 and res[name]["train"].median > 0
+        assert res[name]["n_train"] == C.BATCH_SIZE and res[name]["n_test"] == C.BATCH_SIZE
+
+
+def test_flop_count_matches_the_layer_shapes():
+    flops = C.flop_counts()
+    # conv.0: 6 x 24 x 24 outputs of 25 MACs; conv.3: 16 x 8 x 8 of 150; the three linear layers
+    macs = 6 * 24 * 24 * 25 + 16 * 8 * 8 * 150 + 256 * 120 + 120 * 84 + 84 * 10
+    assert sum(r["macs"] for r in flops["layers"]) == macs

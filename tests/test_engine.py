@@ -64,11 +64,15 @@ def test_maxpool_fast_matches_reference(xp, n, c, k, s, h, ties, seed, data):
     x = rng.integers(0, 2, shape).astype(np.float32) if ties else tie_free(rng, shape, dtype=np.float32)
     x = xp.asarray(x)
     ref, fast = nn.MaxPool2d(k, s, p, impl="reference"), nn.MaxPool2d(k, s, p, impl="fast")
+    lazy = nn.MaxPool2d(k, s, p, impl="fast").eval()   # eval: the winners found only in backward
     y = ref(x)
     np.testing.assert_array_equal(to_np(fast(x)), to_np(y))
+    np.testing.assert_array_equal(to_np(lazy(x)), to_np(y))
     g = xp.asarray(rng.standard_normal(y.shape).astype(np.float32))
     # same routing; overlapping windows may add their shares in another order
-    np.testing.assert_allclose(to_np(fast.backward(g)), to_np(ref.backward(g)), rtol=1e-6, atol=1e-6)
+    gx = to_np(fast.backward(g))
+    np.testing.assert_allclose(gx, to_np(ref.backward(g)), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(to_np(lazy.backward(g)), gx)
 
 
 def test_maxpool_routes_each_window_to_its_first_maximum():

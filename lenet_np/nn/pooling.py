@@ -23,6 +23,8 @@ Two implementations of max pooling, both general:
   slice of the input the size of the output. The forward keeps a running maximum
   and the offset that first reached it; the backward adds the gradient into the
   slice of each offset where that offset won. No (.., KH*KW) copy, no scatter.
+  In eval mode the forward keeps only the maximum (a third of the work) and the
+  winners are found from the kept input if a backward comes after all.
 """
 
 from __future__ import annotations
@@ -121,10 +123,26 @@ class MaxPool2d(_Pool2d):
     # -- fast: a loop over kernel offsets on strided slices ------------------------------
     def _forward_fast(self, x):
         xp = backend.get_array_module(x)
-        (kh, kw), (ph, pw) = self.kernel_size, self.padding
+        ph, pw = self.padding
         oh, ow = self._out_size(x.shape)
         x_pad = pad2d(x, ph, pw, -np.inf)
         offsets = list(self._offsets(oh, ow))
+        if not self.training:
+            # Evaluation rarely needs a backward: keep the input and find the winners only if
+            # backward asks (it then gets the same routing as in training).
+            y = x_pad[offsets[0][1]].copy(order="K")
+            for _, sl in offsets[1:]:
+                xp.maximum(y, x_pad[sl], out=y)
+            self._cache = (x.shape, None, x_pad)
+            return y
+        y, arg = self._max_and_arg(x_pad, offsets)
+        self._cache = (x.shape, arg, None)
+        return y
+
+    def _max_and_arg(self, x_pad, offsets):
+        """The running maximum over the kernel offsets and the offset that first reached it."""
+        xp = backend.get_array_module(x_pad)
+        kh, kw = self.kernel_size
         y = x_pad[offsets[0][1]].copy(order="K")   # running maximum, same memory order as x
         arg = xp.zeros_like(y, dtype=np.uint8 if kh * kw <= 256 else np.int32)
         better = xp.empty_like(y, dtype=bool)
@@ -147,15 +165,17 @@ class MaxPool2d(_Pool2d):
                 take = (candidate > best) | xp.isnan(candidate)
                 xp.copyto(best, candidate, where=take)
                 xp.copyto(arg, k, where=take)
-        self._cache = (x.shape, arg)
-        return y
+        return y, arg
 
     def _backward_fast(self, grad_out):
         xp = backend.get_array_module(grad_out)
-        x_shape, arg = self._cache
+        x_shape, arg, x_pad = self._cache
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         n, c, h, w = x_shape
-        oh, ow = arg.shape[-2:]
+        oh, ow = grad_out.shape[-2:]
+        if arg is None:                          # forward ran in eval mode: route now
+            _, arg = self._max_and_arg(x_pad, list(self._offsets(oh, ow)))
+            self._cache = (x_shape, arg, None)
         overlap = sh < kh or sw < kw
         # (C, N, H, W) memory order, returned as an (N, C, H, W) view: matches the conv layout
         alloc = xp.zeros if (overlap or sh > kh or sw > kw or ph or pw

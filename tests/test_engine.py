@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import lenet_np as ln
 from lenet_np import backend, nn
-from lenet_np.nn.im2col import col2im, conv_output_size, im2col
+from lenet_np.nn.im2col import col2im, col2im_wide, conv_output_size, conv_transpose_wide, im2col, im2col_wide
 
 from .conftest import tie_free, to_np
 
@@ -29,6 +29,28 @@ def test_col2im_is_the_adjoint_of_im2col(xp, n, c, h, w, k, s, p, seed):
     lhs = float((cols * r).sum())
     rhs = float((x * col2im(r, x.shape, s, s, p, p)).sum())
     assert lhs == pytest.approx(rhs, rel=1e-10, abs=1e-10)
+
+
+@given(n=st.integers(1, 3), c=st.integers(1, 3), o=st.integers(1, 4), h=st.integers(1, 9),
+       w=st.integers(1, 9), kh=st.integers(1, 4), kw=st.integers(1, 4), p=st.integers(0, 2),
+       seed=st.integers(0, 2**16))
+def test_wide_forms_adjoint_and_fused_transpose(xp, n, c, o, h, w, kh, kw, p, seed):
+    """The stride-1 "wide" im2col/col2im pair of the fast path is an adjoint pair too, and
+    conv_transpose_wide is col2im_wide(Wm.T @ g) without the columns in between."""
+    if h + 2 * p < kh or w + 2 * p < kw:
+        return
+    rng = np.random.default_rng(seed)
+    x = xp.asarray(rng.standard_normal((c, n, h, w)))
+    cols, (oh, ow, wp) = im2col_wide(x, kh, kw, p, p)
+    assert (oh, ow) == (conv_output_size(h, kh, 1, p), conv_output_size(w, kw, 1, p))
+    r = xp.asarray(rng.standard_normal(cols.shape))
+    back = col2im_wide(r, x.shape, kh, kw, p, p)
+    assert float((cols * r).sum()) == pytest.approx(float((x * back).sum()), rel=1e-10, abs=1e-10)
+    weight = xp.asarray(rng.standard_normal((o, c, kh, kw)))
+    g = xp.asarray(rng.standard_normal((o, cols.shape[1])))
+    two_step = col2im_wide(weight.reshape(o, -1).T @ g, x.shape, kh, kw, p, p)
+    np.testing.assert_allclose(to_np(conv_transpose_wide(weight, g, x.shape, p, p)), to_np(two_step),
+                               rtol=1e-12, atol=1e-12)
 
 
 def test_output_size_formula_of_the_seed():

@@ -38,7 +38,7 @@ import numpy as np
 
 from .. import backend
 from .checks import check_input, check_spatial, pair
-from .im2col import col2im, col2im_wide, conv_output_size, im2col, im2col_wide, pad2d, windows
+from .im2col import col2im, conv_output_size, conv_transpose_wide, im2col, im2col_wide, pad2d, windows
 from .init import make_rng, uniform_fan_in
 from .module import Module, Parameter
 
@@ -160,10 +160,10 @@ class Conv2d(Module):
             self.bias.accumulate(g.sum(axis=1))
         if not input_grad:
             return None
-        dcols = self.weight.data.reshape(o, -1).T @ g                  # (C*KH*KW, N*OH*WP)
-        if (sh, sw) == (1, 1):
-            dx = col2im_wide(dcols, (c, n, h, w), kh, kw, ph, pw)
+        if (sh, sw) == (1, 1):                 # col2im_wide(Wm.T @ g), one offset at a time
+            dx = conv_transpose_wide(self.weight.data, g, (c, n, h, w), ph, pw)
         else:
+            dcols = self.weight.data.reshape(o, -1).T @ g              # (C*KH*KW, N*OH*OW)
             dcols = dcols.reshape(c, kh, kw, n, oh, ow).transpose(0, 3, 1, 2, 4, 5)
             dx = col2im(dcols, (c, n, h, w), sh, sw, ph, pw)           # (C, N, H, W)
         return dx.transpose(1, 0, 2, 3)                                # view (N, C, H, W)

@@ -122,3 +122,26 @@ def col2im_wide(dcols, x_shape_cnhw, kh: int, kw: int, ph: int = 0, pw: int = 0)
             start = i * wp + j
             flat[:, :, start:start + length] += dcols[:, i, j]
     return flat[:, :, :hp * wp].reshape(c, n, hp, wp)[:, :, ph:ph + h, pw:pw + w]
+
+
+def conv_transpose_wide(weight, g, x_shape_cnhw, ph: int = 0, pw: int = 0):
+    """col2im_wide(Wm.T @ g) without the (C*KH*KW, N*OH*WP) columns in between.
+
+    weight (O, C, KH, KW), g (O, N*OH*WP) -> (C, N, H, W). For each kernel offset (i, j),
+    W[:, :, i, j].T @ g is that offset's (C, N*OH*WP) slab of Wm.T @ g; it is added onto
+    the flat images at once, so each slab is used while it is still in the cache.
+    Same products and sums as the two-step form, a fraction of the memory traffic.
+    """
+    xp = backend.get_array_module(g)
+    o, c, kh, kw = weight.shape
+    _, n, h, w = x_shape_cnhw
+    hp, wp = h + 2 * ph, w + 2 * pw
+    length = (hp - kh + 1) * wp
+    flat = xp.zeros((c, n, hp * wp + kw - 1), dtype=g.dtype)
+    slab = xp.empty((c, n * length), dtype=g.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            xp.matmul(weight[:, :, i, j].T, g, out=slab)
+            start = i * wp + j
+            flat[:, :, start:start + length] += slab.reshape(c, n, length)
+    return flat[:, :, :hp * wp].reshape(c, n, hp, wp)[:, :, ph:ph + h, pw:pw + w]

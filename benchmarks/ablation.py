@@ -1,0 +1,127 @@
+"""What each CPU optimisation buys: every one switched off and on, timed in the same run.
+
+``python -m benchmarks.ablation [--batch 256] [--repeats 7]``. Each row times a *before*
+(the readable or earlier form) and an *after* (what lenet_np runs today), alternating, and
+prints the medians and before/after. Values are float32 at the batch size of the book.
+Rows that time a single layer use the input the layer sees in LeNet; the last rows time a
+whole training step (forward, loss, backward, Adam). Nothing here is asserted: the machine
+is shared, and the ratios, measured side by side, are what to read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+
+import numpy as np
+
+import lenet_np as ln
+from lenet_np.nn.activation import sigmoid
+from lenet_np.nn.im2col import col2im_wide, conv_transpose_wide, im2col_wide
+from lenet_np.parallel import DataParallel, default_workers
+
+from . import common as C
+
+
+def naive_sigmoid(x):
+    """The textbook form, with the overflow warnings of exp(-x) silenced."""
+    with np.errstate(over="ignore"):
+        return 1 / (1 + np.exp(-x))
+
+
+def training_step(net, model, x, y):
+    loss_fn = ln.nn.CrossEntropyLoss()
+    opt = ln.optim.Adam(net.parameters())
+
+    def step():
+        opt.zero_grad()
+        loss_fn.forward(model(x), y)
+        model.backward(loss_fn.backward(), input_grad=False)
+        opt.step()
+    return step
+
+
+def rows(batch):
+    rng = np.random.default_rng(0)
+    conv_out = rng.standard_normal((batch, 6, 24, 24), dtype=np.float32)    # conv.0's output
+    x, y = C.random_batch(batch)
+
+    yield "sigmoid on conv.0's output", "1 / (1 + exp(-x))", "clipped, in place", \
+        (lambda: naive_sigmoid(conv_out)), (lambda: sigmoid(conv_out.copy()))
+
+    def pool_pair(impl):
+        pool = ln.nn.MaxPool2d(2, impl=impl)
+        g = rng.standard_normal((batch, 6, 12, 12), dtype=np.float32)
+
+        def run():
+            pool(conv_out)
+            pool.backward(g)
+        return run
+    yield "max pool 2x2, forward + backward", "reference (argmax)", "fast (offset loop)", \
+        pool_pair("reference"), pool_pair("fast")
+
+    pool_train, pool_eval = ln.nn.MaxPool2d(2), ln.nn.MaxPool2d(2).eval()
+    yield "max pool forward in eval mode", "winners kept", "maximum only", \
+        (lambda: pool_train(conv_out)), (lambda: pool_eval(conv_out))
+
+    def conv_pair(impl):
+        conv = ln.nn.Conv2d(6, 16, 5, rng=np.random.default_rng(1), impl=impl)
+        xin = rng.random((batch, 6, 12, 12), dtype=np.float32)
+        g = rng.standard_normal((batch, 16, 8, 8), dtype=np.float32)
+
+        def run():
+            conv(xin)
+            conv.backward(g)
+        return run
+    yield "conv.3 (6->16, 5x5), forward + backward", "reference (tensordot)", "fast (wide im2col)", \
+        conv_pair("reference"), conv_pair("fast")
+
+    x_cnhw = rng.random((6, batch, 12, 12), dtype=np.float32)
+    weight = rng.standard_normal((16, 6, 5, 5), dtype=np.float32)
+    cols, _ = im2col_wide(x_cnhw, 5, 5)
+    g = rng.standard_normal((16, cols.shape[1]), dtype=np.float32)
+    yield "conv.3 input gradient", "col2im(Wm.T @ g)", "per kernel offset", \
+        (lambda: col2im_wide(weight.reshape(16, -1).T @ g, x_cnhw.shape, 5, 5)), \
+        (lambda: conv_transpose_wide(weight, g, x_cnhw.shape))
+
+    def lenet_step(pool_first=True, workers=1):
+        net = ln.LeNet(seed=0, pool_first=pool_first)
+        model = DataParallel(net, workers) if workers > 1 else net
+        return training_step(net, model, x, y)
+
+    workers = default_workers()
+    # the consumer times this row while the generator waits here, inside the limit
+    with one_blas_thread():
+        yield "training step, one thread", "sigmoid then pool", "pool then sigmoid", \
+            lenet_step(pool_first=False), lenet_step(pool_first=True)
+    if workers > 1:
+        yield "training step", "one thread (BLAS on all)", f"DataParallel, {workers} threads", \
+            lenet_step(workers=1), lenet_step(workers=workers)
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(1, user_api="blas"):
+        yield
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmarks.ablation", description=__doc__.split("\n\n")[0])
+    p.add_argument("--batch", type=int, default=256, help="batch size (default: 256)")
+    p.add_argument("--repeats", type=int, default=7, help="alternating samples of each side (default: 7)")
+    args = p.parse_args(argv)
+    table = []
+    print(f"batch {args.batch}, float32, medians of {args.repeats} alternating samples")
+    for name, before_label, after_label, before, after in rows(args.batch):
+        res = C.measure({"before": before, "after": after}, repeats=args.repeats)
+        b, a = res["before"].median, res["after"].median
+        print(f"  {name}: {before_label} {C.fmt_time(b)} -> {after_label} {C.fmt_time(a)}  ({b / a:.2f}x)",
+              flush=True)
+        table.append([name, before_label, C.fmt_time(b), after_label, C.fmt_time(a), f"{b / a:.2f}x"])
+    print()
+    print(C.md_table(["what", "before", "time", "after", "time", "before/after"], table, align="llrlrr"))
+
+
+if __name__ == "__main__":
+    main()

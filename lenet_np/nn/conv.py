@@ -160,7 +160,7 @@ class Conv2d(Module):
             self.bias.accumulate(g.sum(axis=1))
         if not input_grad:
             return None
-        if (sh, sw) == (1, 1):                 # col2im_wide(Wm.T @ g), one offset at a time
+        if (sh, sw) == (1, 1):                 # col2im_wide(Wm.T @ g), one kernel row at a time
             dx = conv_transpose_wide(self.weight.data, g, (c, n, h, w), ph, pw)
         else:
             dcols = self.weight.data.reshape(o, -1).T @ g              # (C*KH*KW, N*OH*OW)

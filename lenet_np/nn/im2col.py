@@ -127,10 +127,10 @@ def col2im_wide(dcols, x_shape_cnhw, kh: int, kw: int, ph: int = 0, pw: int = 0)
 def conv_transpose_wide(weight, g, x_shape_cnhw, ph: int = 0, pw: int = 0):
     """col2im_wide(Wm.T @ g) without the (C*KH*KW, N*OH*WP) columns in between.
 
-    weight (O, C, KH, KW), g (O, N*OH*WP) -> (C, N, H, W). For each kernel offset (i, j),
-    W[:, :, i, j].T @ g is that offset's (C, N*OH*WP) slab of Wm.T @ g; it is added onto
-    the flat images at once, so each slab is used while it is still in the cache.
-    Same products and sums as the two-step form, a fraction of the memory traffic.
+    weight (O, C, KH, KW), g (O, N*OH*WP) -> (C, N, H, W). One kernel row i at a time:
+    W[:, :, i, :] as a (KW*C, O) matrix times g gives the column slabs of that row's KW
+    offsets, (KW, C, N*OH*WP), which are added onto the flat images while they are still
+    in the cache. Same products and sums as the two-step form, a KH-th of its memory.
     """
     xp = backend.get_array_module(g)
     o, c, kh, kw = weight.shape
@@ -138,10 +138,12 @@ def conv_transpose_wide(weight, g, x_shape_cnhw, ph: int = 0, pw: int = 0):
     hp, wp = h + 2 * ph, w + 2 * pw
     length = (hp - kh + 1) * wp
     flat = xp.zeros((c, n, hp * wp + kw - 1), dtype=g.dtype)
-    slab = xp.empty((c, n * length), dtype=g.dtype)
+    rows = xp.ascontiguousarray(weight.transpose(2, 3, 1, 0))          # (KH, KW, C, O)
+    slab = xp.empty((kw * c, n * length), dtype=g.dtype)
+    slabs = slab.reshape(kw, c, n, length)
     for i in range(kh):
+        xp.matmul(rows[i].reshape(kw * c, o), g, out=slab)             # offsets (i, 0..KW-1)
         for j in range(kw):
-            xp.matmul(weight[:, :, i, j].T, g, out=slab)
             start = i * wp + j
-            flat[:, :, start:start + length] += slab.reshape(c, n, length)
+            flat[:, :, start:start + length] += slabs[j]
     return flat[:, :, :hp * wp].reshape(c, n, hp, wp)[:, :, ph:ph + h, pw:pw + w]

@@ -2,13 +2,16 @@
 
 NumPy releases the GIL inside its array loops and BLAS calls, so Python threads that
 each run the network on a slice of the batch keep several cores busy at once. Each
-thread owns a *replica* of the network: its own layers (forward caches) and its own
+slice has its own *replica* of the network: its own layers (forward caches) and its own
 gradients, sharing the parameter arrays of the original. After the backward pass the
 replicas' gradients are summed into the original's ``p.grad``, in a fixed order, so a
-run is deterministic for a given number of workers.
+run is deterministic for a given number of workers and batch size.
 
-    x (N, ...) -> chunks x_0 .. x_{W-1} -> replica_w(x_w) -> logits, concatenated (N, K)
-    dL/dlogits (N, K) -> chunks -> replica_w.backward -> p.grad = sum_w p_w.grad
+    x (N, ...) -> chunks x_0 .. x_{S-1} -> replica_s(x_s) -> logits, concatenated (N, K)
+    dL/dlogits (N, K) -> chunks -> replica_s.backward -> p.grad = sum_s p_s.grad
+
+S is the number of workers, or more for large batches (at most ``max_chunk`` examples
+a slice); the workers' threads take the slices in turn.
 
 During the parallel passes BLAS runs one thread per worker (threadpoolctl), so the
 workers do not oversubscribe the cores.
@@ -33,23 +36,31 @@ def default_workers() -> int:
 
 
 class DataParallel:
-    """Run ``module`` on ``workers`` slices of each batch in parallel (NumPy arrays only).
+    """Run ``module`` on slices of each batch, ``workers`` slices at a time (NumPy arrays only).
 
-    Batches smaller than ``min_chunk * workers`` run on ``module`` alone: on small slices the
-    layers' Python overhead dominates, and the threads then mostly wait for the GIL (measured
-    here: batch 16 took 7-9 ms on two threads against 4.5 ms on one; 64 broke even).
+    A batch is cut into ``workers`` slices, or into more when a slice would hold more than
+    ``max_chunk`` examples: past a few hundred examples a slice's im2col columns no longer
+    fit in the caches and every layer slows down (measured here at batch 1024: 136 ms a step
+    in 2 slices of 512, 97 ms in 4 of 256). Each slice has its own replica; ``workers``
+    threads run them. Batches smaller than ``min_chunk * workers`` run on ``module`` alone:
+    on small slices the layers' Python overhead dominates, and the threads then mostly wait
+    for the GIL (measured here: batch 16 took 7-9 ms on two threads against 4.5 ms on one;
+    64 broke even).
     """
 
-    def __init__(self, module, workers=None, min_chunk=32):
+    def __init__(self, module, workers=None, min_chunk=32, max_chunk=256):
         self.module = module
         self.workers = default_workers() if workers is None else int(workers)
         if self.workers < 1:
             raise ValueError(f"DataParallel: workers must be >= 1, got {workers}")
         if int(min_chunk) < 1:
             raise ValueError(f"DataParallel: min_chunk must be >= 1, got {min_chunk}")
+        if max_chunk is not None and int(max_chunk) < int(min_chunk):
+            raise ValueError(f"DataParallel: max_chunk must be None or >= min_chunk ({min_chunk}), got {max_chunk}")
         self.min_chunk = int(min_chunk)
+        self.max_chunk = None if max_chunk is None else int(max_chunk)
         self._blas = None                       # threadpoolctl controller, made on first use
-        self.replicas = [copy.deepcopy(module) for _ in range(self.workers)]
+        self.replicas = [copy.deepcopy(module) for _ in range(self.workers)]    # more made as needed
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="lenet_np") if self.workers > 1 else None
         self._sizes = None
 
@@ -66,11 +77,16 @@ class DataParallel:
             return list(self._pool.map(fn, range(len(chunks[0])), *chunks))
 
     def _split(self, a):
-        bounds = [0]
         n = len(a)
-        for w in range(self.workers):
-            bounds.append(bounds[-1] + n // self.workers + (w < n % self.workers))
-        return [a[bounds[w]:bounds[w + 1]] for w in range(self.workers) if bounds[w + 1] > bounds[w]]
+        k = self.workers
+        if self.max_chunk is not None:
+            k = max(k, -(-n // self.max_chunk))
+        while len(self.replicas) < k:
+            self.replicas.append(copy.deepcopy(self.module))
+        bounds = [0]
+        for w in range(k):
+            bounds.append(bounds[-1] + n // k + (w < n % k))
+        return [a[bounds[w]:bounds[w + 1]] for w in range(k) if bounds[w + 1] > bounds[w]]
 
     def __call__(self, x):
         return self.forward(x)
@@ -80,12 +96,12 @@ class DataParallel:
             self._sizes = None
             return self.module(x)
         xp = backend.get_array_module(x)
+        chunks = self._split(x)
         own = self.module.parameters()
-        for replica in self.replicas:           # share the (possibly replaced) parameter arrays
+        for replica in self.replicas[:len(chunks)]:   # share the (possibly replaced) parameter arrays
             replica.train(self.module.training)
             for p, q in zip(own, replica.parameters()):
                 q.data = p.data
-        chunks = self._split(x)
         self._sizes = [len(c) for c in chunks]
         outs = self._map(lambda w, c: self.replicas[w](c), chunks)
         return xp.concatenate(outs)

@@ -67,6 +67,8 @@ def test_deterministic_and_eval_mode():
         DataParallel(net, 0)
     with pytest.raises(ValueError, match="min_chunk"):
         DataParallel(net, 2, min_chunk=0)
+    with pytest.raises(ValueError, match="max_chunk"):
+        DataParallel(net, 2, min_chunk=8, max_chunk=4)
 
 
 def test_small_batches_run_on_the_module_alone():
@@ -77,3 +79,23 @@ def test_small_batches_run_on_the_module_alone():
     assert pnet._sizes is None                  # 15 < 2 * 8: no split
     pnet(np.concatenate([x, x[:1]]))
     assert pnet._sizes == [8, 8]
+
+
+def test_large_batches_are_cut_into_slices_of_at_most_max_chunk():
+    net = ln.LeNet(seed=0).double()
+    ref = ln.LeNet(seed=0).double()
+    pnet = DataParallel(net, 2, min_chunk=8, max_chunk=30)
+    rng = np.random.default_rng(5)
+    x, y = rng.random((100, 1, 28, 28)), rng.integers(0, 10, 100)
+    loss_fn = ln.nn.CrossEntropyLoss()
+    loss = loss_fn(pnet(x), y)
+    assert pnet._sizes == [25, 25, 25, 25] and len(pnet.replicas) == 4
+    gx = pnet.backward(loss_fn.backward())
+    ref_loss = loss_fn(ref(x), y)
+    ref_gx = ref.backward(loss_fn.backward())
+    assert loss == pytest.approx(ref_loss, rel=1e-12)
+    np.testing.assert_allclose(gx, ref_gx, rtol=1e-10, atol=1e-14)
+    for p, q in zip(net.parameters(), ref.parameters()):
+        np.testing.assert_allclose(p.grad, q.grad, rtol=1e-10, atol=1e-14)
+    pnet(x[:40])                                 # a smaller batch afterwards: two slices again
+    assert pnet._sizes == [20, 20]

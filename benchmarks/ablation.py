@@ -80,20 +80,24 @@ def rows(batch):
     weight = rng.standard_normal((16, 6, 5, 5), dtype=np.float32)
     cols, _ = im2col_wide(x_cnhw, 5, 5)
     g = rng.standard_normal((16, cols.shape[1]), dtype=np.float32)
-    yield "conv.3 input gradient", "col2im(Wm.T @ g)", "per kernel offset", \
+    yield "conv.3 input gradient", "col2im(Wm.T @ g)", "per kernel row", \
         (lambda: col2im_wide(weight.reshape(16, -1).T @ g, x_cnhw.shape, 5, 5)), \
         (lambda: conv_transpose_wide(weight, g, x_cnhw.shape))
 
-    def lenet_step(pool_first=True, workers=1):
-        net = ln.LeNet(seed=0, pool_first=pool_first)
+    def lenet_step(workers=1):
+        net = ln.LeNet(seed=0)
         model = DataParallel(net, workers) if workers > 1 else net
         return training_step(net, model, x, y)
+
+    def lenet_eval(pool_first):
+        net = ln.LeNet(seed=0, pool_first=pool_first).eval()
+        return lambda: net(x)
 
     workers = default_workers()
     # the consumer times this row while the generator waits here, inside the limit
     with one_blas_thread():
-        yield "training step, one thread", "sigmoid then pool", "pool then sigmoid", \
-            lenet_step(pool_first=False), lenet_step(pool_first=True)
+        yield "LeNet forward in eval mode, one thread", "sigmoid then pool", "pool then sigmoid", \
+            lenet_eval(False), lenet_eval(True)
     if workers > 1:
         yield "training step", "one thread (BLAS on all)", f"DataParallel, {workers} threads", \
             lenet_step(workers=1), lenet_step(workers=workers)

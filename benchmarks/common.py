@@ -453,7 +453,7 @@ def lenet_np_layer_cases(net, x, y):
     gradient, so each layer can be timed alone on exactly what it sees in training."""
     from lenet_np import nn
 
-    # in the order forward runs them: LeNet max-pools before its activation (pool_first)
+    # in the order a training forward runs them (LeNet.conv_order)
     index = {id(m): i for i, m in enumerate(net.conv)}
     layers = ([(f"conv.{index[id(m)]}", m) for m in net.conv_order()]
               + [(f"fc.{i}", m) for i, m in enumerate(net.fc)])

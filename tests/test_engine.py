@@ -309,20 +309,41 @@ def test_optimizer_state_dict_resumes_exactly():
 
 @pytest.mark.parametrize("activation", ["sigmoid", "relu"])
 def test_pool_first_matches_the_seeds_order(activation):
-    """max(act(z)) == act(max(z)) for monotone activations: same output, same gradients."""
+    """max(act(z)) == act(max(z)) for monotone activations: in eval mode LeNet pools first,
+    with the same output bit for bit; in training mode it runs the seed's order."""
     rng = np.random.default_rng(0)
     x = rng.random((8, 1, 28, 28), dtype=np.float32)
     y = rng.integers(0, 10, 8)
     fast = ln.LeNet(activation=activation, seed=4)
     literal = ln.LeNet(activation=activation, seed=4, pool_first=False)
+    seed_order = [type(m).__name__ for m in literal.conv]
+    assert [type(m).__name__ for m in fast.conv_order()] == seed_order          # training
+    fast.eval()
+    literal.eval()
     assert [type(m).__name__ for m in fast.conv_order()][1:3] == ["MaxPool2d", type(fast.conv[1]).__name__]
-    assert [type(m).__name__ for m in literal.conv_order()] == [type(m).__name__ for m in literal.conv]
+    assert [type(m).__name__ for m in literal.conv_order()] == seed_order
     loss_fn = nn.CrossEntropyLoss()
     a = loss_fn(fast(x), y)
     ga = fast.backward(loss_fn.backward())
     b = loss_fn(literal(x), y)
     gb = literal.backward(loss_fn.backward())
     assert a == b
+    np.testing.assert_array_equal(fast(x), literal(x))
     np.testing.assert_allclose(ga, gb, rtol=1e-5, atol=1e-9)
     for p, q in zip(fast.parameters(), literal.parameters()):
         np.testing.assert_allclose(p.grad, q.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_backward_follows_the_order_of_its_forward():
+    """Switching mode between forward and backward must not change the layers retraced."""
+    rng = np.random.default_rng(1)
+    x, y = rng.random((4, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 4)
+    net, ref = ln.LeNet(seed=2), ln.LeNet(seed=2)
+    loss_fn = nn.CrossEntropyLoss()
+    net.eval()
+    loss_fn(net(x), y)
+    net.train()                                  # forward ran pool-first; backward must too
+    g = net.backward(loss_fn.backward())
+    ref.eval()
+    loss_fn(ref(x), y)
+    np.testing.assert_array_equal(g, ref.backward(loss_fn.backward()))

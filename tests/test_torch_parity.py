@@ -167,9 +167,10 @@ def test_cross_entropy(xp, n, k, seed, scale):
     assert_close(grad, tz.grad, what="logit grad")
 
 
-def torch_lenet():
-    """The seed's network, verbatim (Dive into Deep Learning)."""
+def torch_lenet(seed=0):
+    """The seed's network, verbatim (Dive into Deep Learning), initialised by torch from ``seed``."""
     tnn = torch.nn
+    torch.manual_seed(seed)
 
     class LeNet(tnn.Module):
         def __init__(self):
@@ -209,7 +210,7 @@ def test_lenet_repr_reads_like_torch():
 
 @pytest.mark.parametrize("batch", [1, 7, 64])
 def test_lenet_forward_backward(xp, batch):
-    theirs = torch_lenet()
+    theirs = torch_lenet(seed=batch)
     ours = ln.LeNet(seed=1)
     ours.load_state_dict(theirs.state_dict())
     ours.to("cuda" if xp is not np else "cpu")
@@ -230,6 +231,32 @@ def test_lenet_forward_backward(xp, batch):
     for name, p in ours.named_parameters():
         assert_close(p.grad, tparams[name].grad, rtol=2e-5, what=name)
 
+
+
+@pytest.mark.parametrize("seed", [0, 1, 8, 9, 20, 23])
+def test_lenet_gradients_match_torch_for_many_initialisations(xp, seed):
+    """The gradient goes to the first maximum of the *sigmoid outputs*, as torch's: float32
+    sigmoids of distinct values can tie, and routing by the values before the sigmoid
+    (pooling first in training) failed this for torch seeds 8, 9, 20 and 23 of 0-39 with
+    this batch, with errors up to 0.1."""
+    theirs = torch_lenet(seed=seed)
+    ours = ln.LeNet(seed=1)
+    ours.load_state_dict(theirs.state_dict())
+    ours.to("cuda" if xp is not np else "cpu")
+    dev = torch_device(xp)
+    theirs.to(dev)
+    rng = np.random.default_rng(64)
+    x = rng.random((64, 1, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, 64)
+    loss_fn = nn.CrossEntropyLoss()
+    loss_fn(ours(xp.asarray(x)), xp.asarray(y))
+    gx = ours.backward(loss_fn.backward())
+    tx = T(x, dev)
+    F.cross_entropy(theirs(tx), torch.tensor(y, device=dev)).backward()
+    assert_close(gx, tx.grad, rtol=2e-5, what="input grad")
+    tparams = dict(theirs.named_parameters())
+    for name, p in ours.named_parameters():
+        assert_close(p.grad, tparams[name].grad, rtol=2e-5, what=name)
 
 OPTIMIZERS = [
     ("adam", dict(lr=1e-3)),

@@ -23,7 +23,7 @@ Two implementations of max pooling, both general:
   slice of the input the size of the output. The forward keeps a running maximum
   and the offset that first reached it; the backward adds the gradient into the
   slice of each offset where that offset won. No (.., KH*KW) copy, no scatter.
-  In eval mode the forward keeps only the maximum (a third of the work) and the
+  In eval mode the forward keeps only the maximum (one ufunc per offset, not four) and the
   winners are found from the kept input if a backward comes after all.
 """
 

@@ -4,6 +4,10 @@ same batches, so a timing compares equal work (timings themselves are never asse
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -49,3 +53,16 @@ def test_flop_count_matches_the_layer_shapes():
     # conv.0: 6 x 24 x 24 outputs of 25 MACs; conv.3: 16 x 8 x 8 of 150; the three linear layers
     macs = 6 * 24 * 24 * 25 + 16 * 8 * 8 * 150 + 256 * 120 + 120 * 84 + 84 * 10
     assert sum(r["macs"] for r in flops["layers"]) == macs
+
+
+def test_gpu_check_script_runs_end_to_end_on_the_cpu(tmp_path):
+    """`make gpu-check` gets one try on a lent GPU: its --cpu-smoke mode runs the same code
+    with the CPU contenders, so a broken script shows here, not on the GPU's clock."""
+    repo = Path(__file__).resolve().parent.parent
+    run = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--cpu-smoke", "--skip-tests",
+                          "--out", str(tmp_path)], cwd=repo, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "PYTHONPATH": str(repo)})
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "Traceback" not in run.stdout + run.stderr
+    reports = sorted(p.name for p in tmp_path.iterdir())
+    assert any(n.endswith("-cpu-smoke.md") for n in reports) and "gpu-check.log" in reports, reports

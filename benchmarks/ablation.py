@@ -76,6 +76,19 @@ def rows(batch):
     yield "conv.3 (6->16, 5x5), forward + backward", "reference (tensordot)", "fast (wide im2col)", \
         conv_pair("reference"), conv_pair("fast")
 
+    def conv0_pair(band):
+        conv = ln.nn.Conv2d(1, 6, 5, rng=np.random.default_rng(1))
+        if not band:
+            conv._use_band = lambda shape: False
+        g = rng.standard_normal((batch, 6, 24, 24), dtype=np.float32)
+
+        def run():
+            conv(x)
+            conv.backward(g, input_grad=False)
+        return run
+    yield "conv.0 (1->6, 5x5), forward + weight gradient", "wide im2col", "band form", \
+        conv0_pair(False), conv0_pair(True)
+
     x_cnhw = rng.random((6, batch, 12, 12), dtype=np.float32)
     weight = rng.standard_normal((16, 6, 5, 5), dtype=np.float32)
     cols, _ = im2col_wide(x_cnhw, 5, 5)

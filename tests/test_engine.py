@@ -77,6 +77,30 @@ def test_conv_fast_matches_reference(xp, n, c, o, k, s, p, h, seed):
         np.testing.assert_allclose(to_np(a.grad), to_np(b.grad), rtol=1e-12, atol=1e-12)
 
 
+@given(n=st.integers(1, 4), o=st.integers(1, 7), kh=st.integers(1, 5), kw=st.integers(1, 5),
+       p=st.integers(0, 2), h=st.integers(5, 30), w=st.integers(5, 30), seed=st.integers(0, 2**16))
+def test_conv_band_form_matches_reference(xp, n, o, kh, kw, p, h, w, seed):
+    """One input channel, stride 1, narrow images: the fast path's band form (one product
+    with the banded weights) against the reference, outputs and all three gradients."""
+    rng = np.random.default_rng(seed)
+    ref = nn.Conv2d(1, o, (kh, kw), 1, p, rng=np.random.default_rng(seed), impl="reference").double()
+    fast = nn.Conv2d(1, o, (kh, kw), 1, p, rng=np.random.default_rng(seed), impl="fast").double()
+    dev = "cuda" if xp is not np else "cpu"
+    ref.to(dev)
+    fast.to(dev)
+    x = xp.asarray(rng.standard_normal((n, 1, h, w)))
+    assert fast._use_band(x.shape) == (w + 2 * p <= 32)
+    y_ref, y_fast = ref(x), fast(x)
+    np.testing.assert_allclose(to_np(y_fast), to_np(y_ref), rtol=1e-12, atol=1e-12)
+    g = xp.asarray(rng.standard_normal(y_ref.shape))
+    np.testing.assert_allclose(to_np(fast.backward(g)), to_np(ref.backward(g)), rtol=1e-12, atol=1e-12)
+    for a, b in zip(fast.parameters(), ref.parameters()):
+        np.testing.assert_allclose(to_np(a.grad), to_np(b.grad), rtol=1e-12, atol=1e-12)
+    fast.zero_grad()
+    fast(x)
+    assert fast.backward(g, input_grad=False) is None and fast.weight.grad is not None
+
+
 @given(n=st.integers(1, 3), c=st.integers(1, 3), k=st.integers(1, 4), s=st.integers(1, 4),
        h=st.integers(4, 11), ties=st.booleans(), seed=st.integers(0, 2**16), data=st.data())
 def test_maxpool_fast_matches_reference(xp, n, c, k, s, h, ties, seed, data):

@@ -38,7 +38,17 @@ import numpy as np
 
 from .. import backend
 from .checks import check_input, check_spatial, pair
-from .im2col import col2im, conv_output_size, conv_transpose_wide, im2col, im2col_wide, pad2d, windows
+from .im2col import (
+    band_index,
+    col2im,
+    conv_output_size,
+    conv_transpose_wide,
+    im2col,
+    im2col_wide,
+    image_bands,
+    pad2d,
+    windows,
+)
 from .init import make_rng, uniform_fan_in
 from .module import Module, Parameter
 
@@ -86,6 +96,8 @@ class Conv2d(Module):
         self._check(x)
         if self.impl == "reference":
             return self._forward_reference(x)
+        if self._use_band(x.shape):
+            return self._forward_band(x)
         return self._forward_fast(x)
 
     def backward(self, grad_out, input_grad=True):
@@ -93,7 +105,16 @@ class Conv2d(Module):
             raise RuntimeError(f"{self!r}: backward called before forward")
         if self.impl == "reference":
             return self._backward_reference(grad_out, input_grad)
+        if self._cache[0] == "band":
+            return self._backward_band(grad_out, input_grad)
         return self._backward_fast(grad_out, input_grad)
+
+    def _use_band(self, x_shape):
+        """The band form (im2col.py) for one input channel, stride 1 and narrow images, where
+        its WP/KW extra multiply-adds cost less than im2col's KH*KW copies (measured on
+        LeNet's 28x28 input: 2.2 against 3.3 ms a forward at batch 128)."""
+        return (self.in_channels == 1 and self.stride == (1, 1)
+                and x_shape[3] + 2 * self.padding[1] <= 32)
 
     # -- reference: 6-D columns and tensordot -------------------------------------------
     def _forward_reference(self, x):
@@ -118,6 +139,43 @@ class Conv2d(Module):
         dcols = xp.tensordot(self.weight.data, grad_out, (0, 1))   # (C, KH, KW, N, OH, OW)
         dcols = dcols.transpose(3, 0, 1, 2, 4, 5)                   # (N, C, KH, KW, OH, OW)
         return col2im(dcols, x_shape, sh, sw, ph, pw)
+
+    # -- band: one input channel, one well-shaped product (im2col.py, "band" form) --------
+    def _forward_band(self, x):
+        xp = backend.get_array_module(x)
+        n, _, h, w = x.shape
+        (kh, kw), (ph, pw) = self.kernel_size, self.padding
+        o = self.out_channels
+        oh, ow, wp = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1, w + 2 * pw
+        band = image_bands(pad2d(x[:, 0], ph, pw), kh)                # (N*OH, KH*WP)
+        rows, cols = band_index(xp, kh, kw, wp, ow, o)
+        t = xp.zeros((kh * wp, o * ow), dtype=x.dtype)                # the banded weights
+        t[rows, cols] = self.weight.data[:, 0, :, :, None]
+        y = band @ t                                                  # (N*OH, O*OW)
+        if self.bias is not None:
+            y += xp.repeat(self.bias.data, ow)
+        self._cache = ("band", x.shape, band, t, (rows, cols))
+        return y.reshape(n, oh, o, ow).transpose(0, 2, 1, 3)          # view (N, O, OH, OW)
+
+    def _backward_band(self, grad_out, input_grad):
+        xp = backend.get_array_module(grad_out)
+        _, x_shape, band, t, (rows, cols) = self._cache
+        n, _, h, w = x_shape
+        kh, (ph, pw) = self.kernel_size[0], self.padding
+        _, o, oh, ow = grad_out.shape
+        wp = w + 2 * pw
+        g = xp.ascontiguousarray(grad_out.transpose(0, 2, 1, 3)).reshape(n * oh, o * ow)
+        dt = band.T @ g                                               # dL/dT (KH*WP, O*OW)
+        self.weight.accumulate(dt[rows, cols].sum(axis=-1)[:, None])  # W's entries of T, summed
+        if self.bias is not None:
+            self.bias.accumulate(g.sum(axis=0).reshape(o, ow).sum(axis=1))
+        if not input_grad:
+            return None
+        dband = (g @ t.T).reshape(n, oh, kh, wp)                      # dL/dband
+        dx = xp.zeros((n, h + 2 * ph, wp), dtype=grad_out.dtype)
+        for i in range(kh):                                           # each band row i back
+            dx[:, i:i + oh] += dband[:, :, i]                         # to the image row it read
+        return dx[:, None, ph:ph + h, pw:pw + w]
 
     # -- fast: one matrix product in (O, N, OH, OW) memory order ---------------------------
     def _forward_fast(self, x):

@@ -27,7 +27,10 @@ Two implementations compute the same thing:
   order so that the product lands directly in (O, N, OH, OW) memory order. The
   result is returned as an (N, O, OH, OW) *view* of that memory: no transpose copy.
   Elementwise layers and pooling keep that layout, and the next convolution reads
-  its windows straight from it.
+  its windows straight from it. With one input channel, stride 1 and narrow images
+  (LeNet's first layer) it uses the band form instead (im2col.py): one product of
+  the images' row bands with a banded weight matrix, whose output is an
+  (N, O, OH, OW) view of (N, OH, O, OW) memory.
 """
 
 from __future__ import annotations

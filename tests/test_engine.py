@@ -65,16 +65,22 @@ def test_conv_fast_matches_reference(xp, n, c, o, k, s, p, h, seed):
     rng = np.random.default_rng(seed)
     ref = nn.Conv2d(c, o, k, s, p, rng=np.random.default_rng(seed), impl="reference").double()
     fast = nn.Conv2d(c, o, k, s, p, rng=np.random.default_rng(seed), impl="fast").double()
+    assert_conv_matches_reference(xp, fast, ref, rng.standard_normal((n, c, h, h + 1)), rng)
+
+
+def assert_conv_matches_reference(xp, fast, ref, x, rng):
+    """fast and ref (same weights, float64) on x: outputs and all three gradients agree."""
     dev = "cuda" if xp is not np else "cpu"
     ref.to(dev)
     fast.to(dev)
-    x = xp.asarray(rng.standard_normal((n, c, h, h + 1)))
+    x = xp.asarray(x)
     y_ref, y_fast = ref(x), fast(x)
     np.testing.assert_allclose(to_np(y_fast), to_np(y_ref), rtol=1e-12, atol=1e-12)
     g = xp.asarray(rng.standard_normal(y_ref.shape))
     np.testing.assert_allclose(to_np(fast.backward(g)), to_np(ref.backward(g)), rtol=1e-12, atol=1e-12)
     for a, b in zip(fast.parameters(), ref.parameters()):
         np.testing.assert_allclose(to_np(a.grad), to_np(b.grad), rtol=1e-12, atol=1e-12)
+    return x, g
 
 
 @given(n=st.integers(1, 4), o=st.integers(1, 7), kh=st.integers(1, 5), kw=st.integers(1, 5),
@@ -85,17 +91,8 @@ def test_conv_band_form_matches_reference(xp, n, o, kh, kw, p, h, w, seed):
     rng = np.random.default_rng(seed)
     ref = nn.Conv2d(1, o, (kh, kw), 1, p, rng=np.random.default_rng(seed), impl="reference").double()
     fast = nn.Conv2d(1, o, (kh, kw), 1, p, rng=np.random.default_rng(seed), impl="fast").double()
-    dev = "cuda" if xp is not np else "cpu"
-    ref.to(dev)
-    fast.to(dev)
-    x = xp.asarray(rng.standard_normal((n, 1, h, w)))
-    assert fast._use_band(x.shape) == (w + 2 * p <= 32)
-    y_ref, y_fast = ref(x), fast(x)
-    np.testing.assert_allclose(to_np(y_fast), to_np(y_ref), rtol=1e-12, atol=1e-12)
-    g = xp.asarray(rng.standard_normal(y_ref.shape))
-    np.testing.assert_allclose(to_np(fast.backward(g)), to_np(ref.backward(g)), rtol=1e-12, atol=1e-12)
-    for a, b in zip(fast.parameters(), ref.parameters()):
-        np.testing.assert_allclose(to_np(a.grad), to_np(b.grad), rtol=1e-12, atol=1e-12)
+    assert fast._use_band((n, 1, h, w)) == (w + 2 * p <= 32)
+    x, g = assert_conv_matches_reference(xp, fast, ref, rng.standard_normal((n, 1, h, w)), rng)
     fast.zero_grad()
     fast(x)
     assert fast.backward(g, input_grad=False) is None and fast.weight.grad is not None

@@ -9,14 +9,9 @@ import lenet_np as ln
 from lenet_np.parallel import DataParallel, default_workers
 
 
-@pytest.mark.parametrize("workers,batch", [(2, 64), (3, 7), (4, 9), (2, 3)])
-def test_same_outputs_and_gradients_as_one_thread(workers, batch):
-    net = ln.LeNet(seed=0).double()
-    pnet = DataParallel(net, workers, min_chunk=1)
-    ref = ln.LeNet(seed=0).double()
-    rng = np.random.default_rng(batch)
-    x = rng.random((batch, 1, 28, 28))
-    y = rng.integers(0, 10, batch)
+def assert_same_step(pnet, net, ref, x, y):
+    """One forward and backward of DataParallel pnet (over net) and of the plain ref give
+    the same loss, input gradient and parameter gradients."""
     loss_fn = ln.nn.CrossEntropyLoss()
     loss = loss_fn(pnet(x), y)
     gx = pnet.backward(loss_fn.backward())
@@ -26,6 +21,18 @@ def test_same_outputs_and_gradients_as_one_thread(workers, batch):
     np.testing.assert_allclose(gx, ref_gx, rtol=1e-10, atol=1e-14)
     for p, q in zip(net.parameters(), ref.parameters()):
         np.testing.assert_allclose(p.grad, q.grad, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("workers,batch", [(2, 64), (3, 7), (4, 9), (2, 3)])
+def test_same_outputs_and_gradients_as_one_thread(workers, batch):
+    net = ln.LeNet(seed=0).double()
+    pnet = DataParallel(net, workers, min_chunk=1)
+    ref = ln.LeNet(seed=0).double()
+    rng = np.random.default_rng(batch)
+    x = rng.random((batch, 1, 28, 28))
+    y = rng.integers(0, 10, batch)
+    loss_fn = ln.nn.CrossEntropyLoss()
+    assert_same_step(pnet, net, ref, x, y)
     # replicas keep their own gradients; the original's accumulate like any backward
     loss_fn(pnet(x), y)
     assert pnet.backward(loss_fn.backward(), input_grad=False) is None
@@ -87,15 +94,7 @@ def test_large_batches_are_cut_into_slices_of_at_most_max_chunk():
     pnet = DataParallel(net, 2, min_chunk=8, max_chunk=30)
     rng = np.random.default_rng(5)
     x, y = rng.random((100, 1, 28, 28)), rng.integers(0, 10, 100)
-    loss_fn = ln.nn.CrossEntropyLoss()
-    loss = loss_fn(pnet(x), y)
+    assert_same_step(pnet, net, ref, x, y)
     assert pnet._sizes == [25, 25, 25, 25] and len(pnet.replicas) == 4
-    gx = pnet.backward(loss_fn.backward())
-    ref_loss = loss_fn(ref(x), y)
-    ref_gx = ref.backward(loss_fn.backward())
-    assert loss == pytest.approx(ref_loss, rel=1e-12)
-    np.testing.assert_allclose(gx, ref_gx, rtol=1e-10, atol=1e-14)
-    for p, q in zip(net.parameters(), ref.parameters()):
-        np.testing.assert_allclose(p.grad, q.grad, rtol=1e-10, atol=1e-14)
     pnet(x[:40])                                 # a smaller batch afterwards: two slices again
     assert pnet._sizes == [20, 20]

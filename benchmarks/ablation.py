@@ -29,6 +29,14 @@ def naive_sigmoid(x):
         return 1 / (1 + np.exp(-x))
 
 
+def forward_backward(layer, x, g, input_grad=True):
+    """One forward of ``layer`` on x and its backward of g, as a timer's callable."""
+    def run():
+        layer(x)
+        layer.backward(g, input_grad=input_grad)
+    return run
+
+
 def training_step(net, model, x, y):
     loss_fn = ln.nn.CrossEntropyLoss()
     opt = ln.optim.Adam(net.parameters())
@@ -50,13 +58,8 @@ def rows(batch):
         (lambda: naive_sigmoid(conv_out)), (lambda: sigmoid(conv_out.copy()))
 
     def pool_pair(impl):
-        pool = ln.nn.MaxPool2d(2, impl=impl)
         g = rng.standard_normal((batch, 6, 12, 12), dtype=np.float32)
-
-        def run():
-            pool(conv_out)
-            pool.backward(g)
-        return run
+        return forward_backward(ln.nn.MaxPool2d(2, impl=impl), conv_out, g)
     yield "max pool 2x2, forward + backward", "reference (argmax)", "fast (offset loop)", \
         pool_pair("reference"), pool_pair("fast")
 
@@ -67,12 +70,7 @@ def rows(batch):
     def conv_pair(impl):
         conv = ln.nn.Conv2d(6, 16, 5, rng=np.random.default_rng(1), impl=impl)
         xin = rng.random((batch, 6, 12, 12), dtype=np.float32)
-        g = rng.standard_normal((batch, 16, 8, 8), dtype=np.float32)
-
-        def run():
-            conv(xin)
-            conv.backward(g)
-        return run
+        return forward_backward(conv, xin, rng.standard_normal((batch, 16, 8, 8), dtype=np.float32))
     yield "conv.3 (6->16, 5x5), forward + backward", "reference (tensordot)", "fast (wide im2col)", \
         conv_pair("reference"), conv_pair("fast")
 
@@ -81,11 +79,7 @@ def rows(batch):
         if not band:
             conv._use_band = lambda shape: False
         g = rng.standard_normal((batch, 6, 24, 24), dtype=np.float32)
-
-        def run():
-            conv(x)
-            conv.backward(g, input_grad=False)
-        return run
+        return forward_backward(conv, x, g, input_grad=False)
     yield "conv.0 (1->6, 5x5), forward + weight gradient", "wide im2col", "band form", \
         conv0_pair(False), conv0_pair(True)
 

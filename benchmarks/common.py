@@ -267,7 +267,24 @@ def make_torch_lenet(seed=0, device="cpu"):
     return tnet.to(device)
 
 
-class LenetNpRunner:
+class Runner:
+    """What both contenders share: one pass over shuffled batches, synchronised once."""
+
+    def train_epoch(self, perm, limit=None):
+        """Train on the batches of ``perm`` (a NumPy permutation); returns (mean loss, examples)."""
+        self.net.train()
+        perm = self.device_array(perm)
+        total, seen = 0.0, 0
+        for s, e in batch_slices(len(perm), self.batch_size, limit):
+            idx = perm[s:e]
+            loss = self.step(self.to_batch(self.train_x[idx]), self.train_y[idx])
+            total = total + loss * (e - s)
+            seen += e - s
+        self.sync()
+        return float(total) / seen, seen
+
+
+class LenetNpRunner(Runner):
     """lenet_np training and evaluation (NumPy, or CuPy with device="cuda"): the book's settings."""
 
     def __init__(self, data=None, device="cpu", impl="fast", seed=0, batch_size=BATCH_SIZE, lr=LR, workers=None):
@@ -314,19 +331,6 @@ class LenetNpRunner:
         self.opt.step()
         return loss
 
-    def train_epoch(self, perm, limit=None):
-        """Train on the batches of ``perm`` (a NumPy permutation); returns (mean loss, examples)."""
-        self.net.train()
-        perm = self.xp.asarray(perm)
-        total, seen = 0.0, 0
-        for s, e in batch_slices(len(perm), self.batch_size, limit):
-            idx = perm[s:e]
-            loss = self.step(self.to_batch(self.train_x[idx]), self.train_y[idx])
-            total = total + loss * (e - s)
-            seen += e - s
-        self.sync()
-        return float(total) / seen, seen
-
     def evaluate(self, limit=None):
         """Test accuracy over the first ``limit`` batches; returns (accuracy, examples)."""
         self.net.eval()
@@ -340,7 +344,7 @@ class LenetNpRunner:
         return float(correct) / seen, seen
 
 
-class TorchRunner:
+class TorchRunner(Runner):
     """The seed's torch model, trained and evaluated the same way (device "cpu" or "cuda")."""
 
     def __init__(self, data=None, device="cpu", seed=0, batch_size=BATCH_SIZE, lr=LR, threads=None):
@@ -374,18 +378,6 @@ class TorchRunner:
         loss.backward()
         self.opt.step()
         return loss.detach()
-
-    def train_epoch(self, perm, limit=None):
-        self.net.train()
-        perm = self.torch.from_numpy(np.asarray(perm)).to(self.device)
-        total, seen = 0.0, 0
-        for s, e in batch_slices(len(perm), self.batch_size, limit):
-            idx = perm[s:e]
-            loss = self.step(self.to_batch(self.train_x[idx]), self.train_y[idx])
-            total = total + loss * (e - s)
-            seen += e - s
-        self.sync()
-        return float(total) / seen, seen
 
     def evaluate(self, limit=None):
         self.net.eval()

@@ -8,20 +8,27 @@ Layout of the archive (every entry a NumPy array):
 
 ``save`` writes to a temporary file in the target's directory and renames it over
 the target, so a kill at any moment leaves either the old or the new checkpoint,
-never half of one.
+never half of one. The file gets the permissions ``open()`` would give it (0666 less
+the umask), and the directory is synced after the rename, so a power cut cannot undo it.
+
+``load`` checks the meta's fields it knows (types and values) and raises CheckpointError
+naming the field, so a damaged or hand-edited checkpoint is refused when it is read,
+not later in the middle of a run.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
-import tempfile
+import secrets
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from . import backend
+from .model import ACTIVATIONS, POOLS
 
 FORMAT = "lenet_np-checkpoint-1"
 
@@ -31,10 +38,14 @@ class CheckpointError(ValueError):
 
 
 def atomic_write(path, write) -> None:
-    """Call write(file_object) on a temporary file, then rename it to path."""
+    """Call write(file_object) on a temporary file next to ``path``, then rename it to ``path``.
+
+    On any error (KeyboardInterrupt included) the temporary file is removed and ``path``
+    is left as it was. The new file's mode is 0666 less the umask, as with ``open()``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)   # the umask applies, as for open()
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -42,9 +53,23 @@ def atomic_write(path, write) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (where the platform allows it)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:          # some file systems do not sync directories
+        pass
+    finally:
+        os.close(fd)
 
 
 def save(path, net, optimizer, meta: dict) -> None:
@@ -78,11 +103,88 @@ def load(path) -> dict:
         meta = json.loads(str(files.pop("meta")))
     except ValueError as exc:
         raise CheckpointError(f"checkpoint {path}: its 'meta' entry is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"checkpoint {path}: its 'meta' entry is not a JSON object")
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    check_meta(meta, path)
     params = {k[len("param/"):]: v for k, v in files.items() if k.startswith("param/")}
     optim = {k[len("optim/"):]: v for k, v in files.items() if k.startswith("optim/")}
     return {"params": params, "optim": optim, "meta": meta}
+
+
+# -- the meta's fields ------------------------------------------------------------------------
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+
+
+def _check_rng_state(v) -> bool:
+    """True when ``v`` is a bit-generator state NumPy accepts (PCG64, as train.py saves)."""
+    if not isinstance(v, dict):
+        return False
+    try:
+        np.random.default_rng().bit_generator.state = v
+    except (TypeError, ValueError, KeyError, OverflowError):
+        return False
+    return True
+
+
+# Each known setting: (test, what it must be). Unknown settings are ignored.
+SETTING_CHECKS = {
+    "epochs": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
+    "batch_size": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
+    "lr": (lambda v: _is_number(v) and v > 0, "a finite number > 0"),
+    "momentum": (lambda v: _is_number(v) and v >= 0, "a finite number >= 0"),
+    "seed": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
+    "workers": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
+    "optimizer": (lambda v: isinstance(v, str) and v in ("adam", "sgd"), "'adam' or 'sgd'"),
+    "activation": (lambda v: isinstance(v, str) and v in ACTIVATIONS, " or ".join(map(repr, ACTIVATIONS))),
+    "pool": (lambda v: isinstance(v, str) and v in POOLS, " or ".join(map(repr, POOLS))),
+}
+
+# Each known field of the meta: (test, what it must be). Absent fields are allowed here;
+# ``check_resumable`` asks for the ones a resumed run needs.
+META_CHECKS = {
+    "epoch": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
+    "step": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
+    "sums": (lambda v: isinstance(v, list) and len(v) == 3 and all(_is_number(x) for x in v),
+             "a list of three numbers"),
+    "settings": (lambda v: isinstance(v, dict), "a JSON object"),
+    "history": (lambda v: isinstance(v, list) and all(isinstance(h, dict) for h in v), "a list of JSON objects"),
+    "epoch_rng_state": (_check_rng_state, "a NumPy PCG64 generator state"),
+    "rng_state": (_check_rng_state, "a NumPy PCG64 generator state"),
+}
+RESUME_FIELDS = ("epoch", "step", "sums", "settings", "history", "epoch_rng_state", "rng_state")
+
+
+def _field_error(path, name, value, expected) -> CheckpointError:
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return CheckpointError(f"checkpoint {path}: its meta field {name} is {shown}, expected {expected}; "
+                           "the file is damaged or not written by lenet_np.train")
+
+
+def check_meta(meta: dict, path) -> None:
+    """Raise CheckpointError for a known meta field or setting of the wrong type or value."""
+    for name, (ok, expected) in META_CHECKS.items():
+        if name in meta and not ok(meta[name]):
+            raise _field_error(path, name, meta[name], expected)
+    for name, (ok, expected) in SETTING_CHECKS.items():
+        settings = meta.get("settings", {})
+        if name in settings and not ok(settings[name]):
+            raise _field_error(path, f"settings.{name}", settings[name], expected)
+
+
+def check_resumable(meta: dict, path) -> None:
+    """Raise CheckpointError unless the meta holds every field a resumed run reads."""
+    missing = [name for name in RESUME_FIELDS if name not in meta]
+    if missing:
+        raise CheckpointError(f"checkpoint {path}: cannot resume from it: its meta lacks {', '.join(missing)} "
+                              "(it was not written by lenet_np.train)")
 
 
 def load_into(path, net, optimizer=None) -> dict:

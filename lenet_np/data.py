@@ -53,7 +53,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import backend
+from . import backend, cli
 
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                "Ankle boot")
@@ -75,6 +75,7 @@ SHA256 = {
     "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
 }
 
+IMAGE_SHAPE = (28, 28)      # rows, cols: what LeNet takes
 IMAGES_MAGIC = 0x00000803   # unsigned bytes, 3 dimensions: count, rows, cols
 LABELS_MAGIC = 0x00000801   # unsigned bytes, 1 dimension: count
 NUM_CLASSES = len(CLASS_NAMES)
@@ -235,7 +236,8 @@ def load_fashion_mnist(data_dir=None, verify: bool = False) -> FashionMNIST:
 
     Returns ``FashionMNIST(train_images, train_labels, test_images, test_labels)``: uint8
     NumPy arrays of shapes (60000, 28, 28), (60000,), (10000, 28, 28), (10000,) for the
-    real data set. ``verify=True`` also checks the SHA-256 of each decompressed file.
+    real data set. Any number of examples is accepted, but images must be 28x28 and labels
+    0..9. ``verify=True`` also checks the SHA-256 of each decompressed file.
     """
     directory = find_data_dir(data_dir)
     arrays, paths = {}, {}
@@ -248,6 +250,11 @@ def load_fashion_mnist(data_dir=None, verify: bool = False) -> FashionMNIST:
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         images_path, labels_path = paths[f"{split}_images"], paths[f"{split}_labels"]
+        if images.shape[1:] != IMAGE_SHAPE:
+            got = "x".join(map(str, images.shape[1:]))
+            raise DataError(f"{images_path}: holds images of {got} pixels, expected "
+                            f"{IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]} (Fashion-MNIST's size, the input LeNet takes); "
+                            f"this is not a Fashion-MNIST file. {FIX}")
         if len(images) != len(labels):
             raise DataError(f"{labels_path}: holds {len(labels)} labels but {images_path} holds {len(images)} "
                             f"images; the two files do not belong together. {FIX}")
@@ -380,16 +387,25 @@ def _batches(images, labels, batch_size, order, device, drop_last):
 
 
 # -- command line -----------------------------------------------------------------------------
+def _url(text: str) -> str:
+    """A ``type=`` for --url: an http(s):// or file:// URL."""
+    if not text.startswith(("http://", "https://", "file://")):
+        raise argparse.ArgumentTypeError(f"expected an http://, https:// or file:// URL, got {text!r}")
+    return text
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m lenet_np.data",
                                 description="Find, verify or download Fashion-MNIST.")
-    p.add_argument("--data-dir", default=None, help="look only in this directory")
+    p.add_argument("--data-dir", type=cli.existing_dir, default=None, help="look only in this directory")
     p.add_argument("--verify", action="store_true", help="check the SHA-256 of every file")
     p.add_argument("--download", action="store_true",
                    help="download the data unless a valid copy is already on the search path")
-    p.add_argument("--dest", default=None, help=f"download into this directory (default: {cache_dir()})")
+    p.add_argument("--dest", type=cli.output_dir, default=None,
+                   help=f"download into this directory (default: {cache_dir()})")
     p.add_argument("--force", action="store_true", help="with --download: download even if a copy exists")
-    p.add_argument("--url", default=None, help=f"with --download: URL base (default: ${URL_ENV} or {DEFAULT_URL})")
+    p.add_argument("--url", type=_url, default=None,
+                   help=f"with --download: URL base (default: ${URL_ENV} or {DEFAULT_URL})")
     args = p.parse_args(argv)
     if not args.download and (args.dest or args.force or args.url):
         p.error("--dest, --force and --url go with --download")
@@ -409,6 +425,12 @@ def main(argv=None) -> int:
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:                  # writing a download: a full disk, a vanished directory
+        print(f"error: {cli.os_error_line(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:               # a download is written under a temporary name: nothing half-done
+        print("\ninterrupted", file=sys.stderr)
+        return 130
     return 0
 
 

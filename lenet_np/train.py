@@ -17,7 +17,6 @@ import argparse
 import csv
 import io
 import json
-import math
 import signal
 import sys
 import threading
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backend, checkpoint
+from . import backend, checkpoint, cli
 from .data import DataError, iterate_batches, load_fashion_mnist, num_batches
 from .model import LeNet
 from .nn import CrossEntropyLoss
@@ -35,7 +34,13 @@ from .parallel import DataParallel, default_workers
 
 SETTINGS = ("epochs", "batch_size", "lr", "optimizer", "momentum", "seed", "activation", "pool", "workers")
 FIXED = ("activation", "pool", "optimizer")      # cannot change when resuming
+MAX_WORKERS = 256
 METRIC_FIELDS = ("epoch", "loss", "train_acc", "test_acc", "time_sec", "examples_per_sec")
+
+
+DESCRIPTION = ("Train the book's LeNet on Fashion-MNIST (Adam, lr 0.001, batch 256, 5 epochs, sigmoid, max "
+               "pooling by default). One line per epoch; a checkpoint after each epoch with --checkpoint; "
+               "--resume continues a run; Ctrl-C saves the state reached and says how to resume.")
 
 
 class TrainingError(RuntimeError):
@@ -49,27 +54,36 @@ DEFAULTS = {"epochs": 5, "batch_size": 256, "lr": 0.001, "optimizer": "adam", "m
 def build_parser() -> argparse.ArgumentParser:
     """Settings default to None here and are filled in by ``resolve_settings``: from the
     checkpoint when resuming (so ``--resume ck.npz`` alone continues the same run), else
-    from DEFAULTS (the book's settings)."""
+    from DEFAULTS (the book's settings). Every value is checked here, before any work."""
     d = DEFAULTS
-    p = argparse.ArgumentParser(prog="python -m lenet_np.train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--epochs", type=int, help=f"total epochs of the run, a resumed run included ({d['epochs']})")
-    p.add_argument("--batch-size", type=int, help=f"mini-batch size ({d['batch_size']})")
-    p.add_argument("--lr", type=float, help=f"learning rate ({d['lr']})")
-    p.add_argument("--optimizer", choices=("adam", "sgd"), help=f"({d['optimizer']})")
-    p.add_argument("--momentum", type=float, help=f"SGD momentum ({d['momentum']})")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda (auto)")
-    p.add_argument("--seed", type=int, help=f"seeds the initialisation and the shuffling ({d['seed']})")
-    p.add_argument("--data-dir", default=None, help="directory with the four Fashion-MNIST IDX files")
-    p.add_argument("--activation", choices=("sigmoid", "relu"), help=f"({d['activation']})")
-    p.add_argument("--pool", choices=("max", "avg"), help=f"({d['pool']})")
-    p.add_argument("--checkpoint", default=None, help="write a .npz checkpoint here after each epoch")
-    p.add_argument("--resume", default=None, help="continue the run saved in this checkpoint")
-    p.add_argument("--metrics", default=None, help="write per-epoch metrics here (.csv or .json)")
-    p.add_argument("--plot", default=None, help="write a PNG of the loss and accuracy curves (needs matplotlib)")
-    p.add_argument("--workers", type=int, help="CPU threads that share each batch; 0: one per core, at most 4 "
-                   "(a run is bit for bit reproducible for a given number)")
+    p = argparse.ArgumentParser(prog="python -m lenet_np.train", description=DESCRIPTION)
+    p.add_argument("--epochs", type=cli.positive_int,
+                   help=f"total epochs of the run, a resumed run included (default {d['epochs']})")
+    p.add_argument("--batch-size", type=cli.positive_int, help=f"mini-batch size (default {d['batch_size']})")
+    p.add_argument("--lr", type=cli.positive_float, help=f"learning rate, a number > 0 (default {d['lr']})")
+    p.add_argument("--optimizer", choices=("adam", "sgd"), help=f"adam or sgd (default {d['optimizer']})")
+    p.add_argument("--momentum", type=cli.non_negative_float, help=f"SGD momentum, >= 0 (default {d['momentum']})")
+    p.add_argument("--device", type=cli.device, default="auto",
+                   help="auto, cpu or cuda; auto picks cuda when CuPy sees a GPU (default auto)")
+    p.add_argument("--seed", type=cli.non_negative_int,
+                   help=f"seeds the initialisation and the shuffling, >= 0 (default {d['seed']})")
+    p.add_argument("--data-dir", type=cli.existing_dir, default=None,
+                   help="directory with the four Fashion-MNIST IDX files (default: search the usual places)")
+    p.add_argument("--activation", choices=("sigmoid", "relu"), help=f"sigmoid or relu (default {d['activation']})")
+    p.add_argument("--pool", choices=("max", "avg"), help=f"max or avg pooling (default {d['pool']})")
+    p.add_argument("--checkpoint", type=cli.output_file(".npz"), default=None,
+                   help="write a .npz checkpoint here after each epoch")
+    p.add_argument("--resume", type=cli.existing_file, default=None,
+                   help="continue the run saved in this checkpoint")
+    p.add_argument("--metrics", type=cli.output_file(".csv", ".json"), default=None,
+                   help="write per-epoch metrics here (.csv or .json)")
+    p.add_argument("--plot", type=cli.output_file(".png"), default=None,
+                   help="write a .png of the loss and accuracy curves here (needs matplotlib)")
+    p.add_argument("--workers", type=cli.int_in_range(0, MAX_WORKERS),
+                   help=f"CPU threads that share each batch, 0 to {MAX_WORKERS}; 0: one per core, at most 4 "
+                   "(a run is bit for bit reproducible for a given number) (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress output, only the epoch lines")
-    p.add_argument("--eval-batch-size", type=int, default=1000, help=argparse.SUPPRESS)
+    p.add_argument("--eval-batch-size", type=cli.positive_int, default=1000, help=argparse.SUPPRESS)
     return p
 
 
@@ -94,23 +108,31 @@ def resolve_settings(args, saved=None) -> None:
 
 
 def check_args(args) -> None:
-    if args.workers < 0:
-        raise TrainingError(f"--workers must be >= 0 (0: one per core), got {args.workers}")
-    for name in ("epochs", "batch_size", "eval_batch_size"):
-        if getattr(args, name) < 1:
-            raise TrainingError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    if not (args.lr > 0 and math.isfinite(args.lr)):
-        raise TrainingError(f"--lr must be a positive number, got {args.lr}")
-    if args.momentum < 0:
-        raise TrainingError(f"--momentum must be >= 0, got {args.momentum}")
-    if args.metrics and Path(args.metrics).suffix.lower() not in (".csv", ".json"):
-        raise TrainingError(f"--metrics {args.metrics}: use a .csv or .json file name")
+    """What argparse cannot check: matplotlib for --plot."""
     if args.plot:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             raise TrainingError("--plot needs matplotlib, which is not installed: "
                                 "pip install matplotlib (or pip install -e '.[plot]'), or drop --plot") from None
+
+
+def check_resume(meta, path, n_train, batch_size) -> None:
+    """Raise CheckpointError unless ``meta`` can continue a run: every field a resumed run
+    reads is there (their types were checked by checkpoint.load), each history entry holds
+    the metrics, and a mid-epoch position fits the data and the batch size."""
+    checkpoint.check_resumable(meta, path)
+    for entry in meta["history"]:
+        if set(entry) != set(METRIC_FIELDS) or not all(isinstance(entry[k], (int, float)) for k in METRIC_FIELDS):
+            raise checkpoint.CheckpointError(
+                f"checkpoint {path}: a history entry is {entry!r}, expected the numbers {', '.join(METRIC_FIELDS)}; "
+                "the file is damaged or not written by lenet_np.train")
+    step, seen = meta["step"], meta["sums"][2]
+    if step and not (step < num_batches(n_train, batch_size) and 0 < seen <= n_train):
+        raise checkpoint.CheckpointError(
+            f"checkpoint {path}: it stopped at step {step} of an epoch having seen {seen} examples, which does not "
+            f"fit {n_train} training examples in batches of {batch_size}; resume with the data and --batch-size "
+            "it was written with")
 
 
 def make_optimizer(args, net):
@@ -256,9 +278,11 @@ def run(args) -> list:
     meta = checkpoint.load(args.resume)["meta"] if args.resume else None
     resolve_settings(args, meta.get("settings", {}) if meta else None)
     check_args(args)
-    device = backend.parse_device(args.device)
+    device = args.device                              # "cpu" or "cuda", checked by the parser
     xp = backend.xp_for(device)
     data = load_fashion_mnist(args.data_dir)
+    if meta is not None:
+        check_resume(meta, args.resume, len(data.train_labels), args.batch_size)
     train_x, train_y, test_x, test_y = (xp.asarray(a) for a in data)   # uint8, once on the device
 
     net = LeNet(activation=args.activation, pool=args.pool, seed=args.seed).to(device)
@@ -362,20 +386,30 @@ def run(args) -> list:
     return history
 
 
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
-    args.argv = argv
+def _resume_hint(args) -> str:
+    """How to continue after a failure: the last good checkpoint and the command, or ''."""
+    path = args.checkpoint
+    if not path or not Path(path).is_file():
+        return ""
+    return f"; the last good checkpoint stays at {path}; resume with: {_resume_command(path, args.argv)}"
+
+
+def _run(args) -> int:
     try:
         run(args)
     except (TrainingError, DataError, checkpoint.CheckpointError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:   # outside the training steps (loading, evaluating, saving)
-        where = f"; the last checkpoint stays at {args.checkpoint}" if args.checkpoint else ""
-        print(f"\ninterrupted{where}", file=sys.stderr)
-        return 130
     return 0
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    # a full disk or a vanished directory while saving, or Ctrl-C outside the training steps
+    # (loading, evaluating, saving): one line, and how to resume from the last good checkpoint
+    return cli.guard(_run, args, hint=lambda: _resume_hint(args))
 
 
 if __name__ == "__main__":

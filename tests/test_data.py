@@ -22,7 +22,7 @@ NAMES = list(data.FILES.values())
 TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS = NAMES
 
 
-def fake_arrays(n_train=12, n_test=7, rows=4, cols=5, seed=0):
+def fake_arrays(n_train=12, n_test=7, rows=28, cols=28, seed=0):
     """A tiny data set: uint8 arrays keyed by file name."""
     rng = np.random.default_rng(seed)
     return {
@@ -140,7 +140,7 @@ def test_truncated_payload(fake_dir):
     path.write_bytes(path.read_bytes()[:-5])
     message = load_error(fake_dir)
     assert str(path) in message and "truncated" in message
-    assert f"expected {12 * 4 * 5} bytes of payload" in message and f"got {12 * 4 * 5 - 5}" in message
+    assert f"expected {12 * 28 * 28} bytes of payload" in message and f"got {12 * 28 * 28 - 5}" in message
 
 
 def test_trailing_bytes(fake_dir):
@@ -206,6 +206,25 @@ def test_label_out_of_range(tmp_path):
     assert TEST_LABELS in message and "label 10 at index 3 is out of range 0..9" in message
 
 
+@pytest.mark.parametrize("name,shape", [(TRAIN_IMAGES, (12, 32, 32)), (TEST_IMAGES, (7, 28, 27))])
+def test_images_not_28x28(tmp_path, name, shape):
+    """Files that parse but hold images LeNet cannot take are refused when loading."""
+    arrays = fake_arrays()
+    arrays[name] = np.zeros(shape, np.uint8)
+    write_fake(tmp_path, arrays=arrays)
+    message = load_error(tmp_path)
+    expected = "x".join(map(str, shape[1:]))
+    assert str(tmp_path / name) in message and f"images of {expected} pixels, expected 28x28" in message
+
+
+def test_images_of_the_wrong_rank(tmp_path):
+    arrays = fake_arrays()
+    arrays[TEST_IMAGES] = np.zeros((7, 28, 28, 1), np.uint8)
+    write_fake(tmp_path, arrays=arrays)
+    message = load_error(tmp_path)
+    assert str(tmp_path / TEST_IMAGES) in message and "wrong magic number 0x00000804, expected 0x00000803" in message
+
+
 def test_missing_file(fake_dir):
     (fake_dir / TEST_LABELS).unlink()
     message = load_error(fake_dir)
@@ -234,8 +253,9 @@ def test_cli_reports_errors_without_traceback(fake_dir, capsys):
 def test_cli_subprocess_exit_status(tmp_path):
     result = subprocess.run([sys.executable, "-m", "lenet_np.data", "--data-dir", str(tmp_path / "none")],
                             capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[1])
-    assert result.returncode == 1
-    assert "Traceback" not in result.stderr and "no such directory" in result.stderr
+    assert result.returncode == 2                                       # a bad argument: argparse's status
+    assert "Traceback" not in result.stderr and "argument --data-dir" in result.stderr
+    assert "no such directory" in result.stderr
 
 
 # -- the search path --------------------------------------------------------------------------

@@ -203,12 +203,56 @@ def test_bad_data_files_are_clear_errors(toy, capsys, name, damage, message):
     assert message in err and "Traceback" not in err
 
 
-def test_bad_flags(toy, capsys):
-    assert run(toy, "--epochs", 0) == 1
-    assert run(toy, "--lr", -1) == 1
-    assert run(toy, "--metrics", "m.txt") == 1
+def exit_status(call, *args):
+    """The exit status of a main() that may also end through argparse's SystemExit."""
+    try:
+        return call(*args)
+    except SystemExit as exc:
+        return exc.code
+
+
+@pytest.mark.parametrize("flags,message", [
+    (("--epochs", 0), "argument --epochs: expected a whole number >= 1, got '0'"),
+    (("--lr", -1), "argument --lr: expected a finite number > 0, got '-1'"),
+    (("--lr", "nan"), "argument --lr: expected a finite number > 0, got 'nan'"),
+    (("--metrics", "m.txt"), "argument --metrics: m.txt: the file name must end in .csv or .json"),
+    (("--plot", "curves.txt"), "argument --plot: curves.txt: the file name must end in .png"),
+    (("--device", "tpu"), "argument --device: unknown device 'tpu'"),
+    (("--seed", -1), "argument --seed: expected a whole number >= 0, got '-1'"),
+])
+def test_bad_flags(toy, capsys, flags, message):
+    assert exit_status(run, toy, *flags) == 2
     err = capsys.readouterr().err
-    assert "--epochs must be at least 1" in err and "--lr must be a positive" in err and ".csv or .json" in err
+    assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("flag,suffix", [("--checkpoint", ".npz"), ("--metrics", ".csv"), ("--plot", ".png")])
+def test_unwritable_output_fails_before_training(toy, tmp_path, capsys, monkeypatch, flag, suffix):
+    """An output that cannot be written stops the run before its first step."""
+    monkeypatch.setattr(train, "load_fashion_mnist", lambda *a: pytest.fail("training started"))
+    assert exit_status(run, toy, flag, f"/proc/nope/out{suffix}") == 2
+    assert exit_status(run, toy, flag, tmp_path) == 2                       # a directory
+    err = capsys.readouterr().err
+    assert f"argument {flag}: /proc/nope/out{suffix}: cannot write there" in err
+    assert f"argument {flag}: {tmp_path}: is a directory" in err and "Traceback" not in err
+
+
+def test_disk_full_while_saving_is_one_line_with_resume_hint(toy, tmp_path, capsys, monkeypatch):
+    ck, csv_path = tmp_path / "ck.npz", tmp_path / "m.csv"
+    assert run(toy, "--epochs", 1, "--checkpoint", ck) == 0
+    before = ck.read_bytes()
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(csv_path))
+
+    monkeypatch.setattr(train, "write_metrics", full)
+    assert run(toy, "--epochs", 2, "--checkpoint", ck, "--metrics", csv_path, "--resume", ck) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0]
+    assert err[0].startswith(f"error: {csv_path}: No space left on device; the last good checkpoint stays at {ck}")
+    assert f"resume with: python -m lenet_np.train --resume {ck}" in err[0]
+    assert ck.read_bytes() != before                                        # epoch 2 was saved before the metrics
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.npz", "data"]  # no temporary file left
 
 
 def test_evaluate_reports_per_class_and_confusion(toy, tmp_path, capsys):
@@ -250,3 +294,30 @@ def test_learns_on_real_data_subset():
     assert np.mean(losses[-20:]) < 0.75 * np.mean(losses[:20])
     acc = train.accuracy(net, fm.test_images[:2000], fm.test_labels[:2000], 500)
     assert acc > 0.5, acc
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_written_files_follow_the_umask(tmp_path, umask):
+    """Checkpoints, metrics and plots get 0666 less the umask, as open() would give them."""
+    old = os.umask(umask)
+    try:
+        checkpoint.atomic_write(tmp_path / "f.csv", lambda f: f.write(b"x"))
+        checkpoint.save(tmp_path / "ck.npz", ln.LeNet(), None, {})
+    finally:
+        os.umask(old)
+    for name in ("f.csv", "ck.npz"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, OSError])
+def test_atomic_write_leaves_the_old_file_and_no_temporary(tmp_path, error):
+    path = tmp_path / "ck.npz"
+    path.write_bytes(b"old")
+
+    def fail_half_way(f):
+        f.write(b"new, half")
+        raise error("stop")
+
+    with pytest.raises(error):
+        checkpoint.atomic_write(path, fail_half_way)
+    assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["ck.npz"]

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lenet_np import cli
 from lenet_np.parallel import default_workers
 
 from . import common as C
@@ -48,18 +49,32 @@ PROFILES = {
 }
 
 
+SECTIONS = ("e2e", "memory", "layers", "sweep")
+
+
+def _sections(text: str) -> str:
+    """A ``type=`` for --only: comma-separated names from SECTIONS."""
+    names = [t for t in text.split(",") if t]
+    unknown = sorted(set(names) - set(SECTIONS))
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"expected comma-separated sections from {', '.join(SECTIONS)}, got {text!r}")
+    return text
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0]
+                                .replace("``", ""))
     p.add_argument("--quick", action="store_true", help="a fraction of the epoch and fewer samples (~2 minutes)")
     p.add_argument("--epochs-data", choices=("real", "synthetic"), default="real",
                    help="end-to-end data: real Fashion-MNIST (falls back to synthetic when it does not load) "
                         "or synthetic uint8 images of the same shape (default: real)")
-    p.add_argument("--out", type=Path, default=RESULTS, help=f"report directory (default: {RESULTS})")
-    p.add_argument("--torch-threads", type=int, default=2, help="torch.set_num_threads (default: 2)")
-    p.add_argument("--only", default=None,
-                   help="comma-separated sections to run: e2e, memory, layers, sweep (default: all)")
+    p.add_argument("--out", type=cli.output_dir, default=RESULTS, help=f"report directory (default: {RESULTS})")
+    p.add_argument("--torch-threads", type=cli.int_in_range(1, 1024), default=2,
+                   help="torch.set_num_threads, 1 to 1024 (default: 2)")
+    p.add_argument("--only", type=_sections, default=None,
+                   help=f"comma-separated sections to run: {', '.join(SECTIONS)} (default: all)")
     p.add_argument("--child", choices=CHILDREN, help=argparse.SUPPRESS)
-    p.add_argument("--child-batches", type=int, default=30, help=argparse.SUPPRESS)
+    p.add_argument("--child-batches", type=cli.positive_int, default=30, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -315,10 +330,7 @@ def main(argv=None) -> int:
     if args.child:
         return child_main(args)
     prof = PROFILES["quick" if args.quick else "full"]
-    sections = set((args.only or "e2e,memory,layers,sweep").split(","))
-    unknown = sections - {"e2e", "memory", "layers", "sweep"}
-    if unknown:
-        sys.exit(f"--only: unknown sections {sorted(unknown)}")
+    sections = set((args.only or ",".join(SECTIONS)).split(",")) - {""}   # checked by parse_args
     t_start = time.perf_counter()
     torch = C.import_torch(args.torch_threads)
     info = C.machine_info(torch_threads=torch.get_num_threads())

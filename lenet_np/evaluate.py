@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from . import backend, checkpoint
+from . import backend, checkpoint, cli
 from .data import CLASS_NAMES, DataError, load_fashion_mnist
 from .model import LeNet
 from .train import predict
@@ -49,24 +49,37 @@ def format_report(cm: np.ndarray) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lenet_np.evaluate", description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True, help="a checkpoint written by python -m lenet_np.train")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--device", default="cpu", help="auto | cpu | cuda")
-    p.add_argument("--batch-size", type=int, default=1000)
-    args = p.parse_args(argv)
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m lenet_np.evaluate",
+        description="Evaluate a checkpoint on the Fashion-MNIST test set: the test accuracy, the accuracy of each "
+                    "class, and the confusion matrix (rows: true class, columns: predicted class).")
+    p.add_argument("--checkpoint", type=cli.existing_file, required=True,
+                   help="a .npz checkpoint written by python -m lenet_np.train")
+    p.add_argument("--data-dir", type=cli.existing_dir, default=None,
+                   help="directory with the four Fashion-MNIST IDX files (default: search the usual places)")
+    p.add_argument("--device", type=cli.device, default="cpu",
+                   help="auto, cpu or cuda; auto picks cuda when CuPy sees a GPU (default cpu)")
+    p.add_argument("--batch-size", type=cli.positive_int, default=1000,
+                   help="test images per forward pass; changes speed and memory, not the result (default 1000)")
+    return p
+
+
+def run(args) -> int:
     try:
-        device = backend.parse_device(args.device)
-        net = load_model(args.checkpoint, device)
+        net = load_model(args.checkpoint, args.device)
         data = load_fashion_mnist(args.data_dir)
-        xp = backend.xp_for(device)
+        xp = backend.xp_for(args.device)
         pred = backend.as_numpy(predict(net, xp.asarray(data.test_images), args.batch_size))
     except (DataError, checkpoint.CheckpointError, RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(format_report(confusion_matrix(data.test_labels, pred)))
     return 0
+
+
+def main(argv=None) -> int:
+    return cli.guard(run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

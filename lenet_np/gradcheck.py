@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import backend
+from . import backend, cli
 
 if sys.argv[:1] == ["-m"]:
     # `python -m lenet_np.gradcheck`: the package's __init__ has imported this module
@@ -291,18 +291,20 @@ def build_parser() -> argparse.ArgumentParser:
                     f"(each error must stay below {TOL:g}) and, side by side, in float32 (to see why "
                     "float64 is needed). Exit status 1 when a float64 check fails.")
     p.add_argument("--layer", choices=(*LAYERS, "all"), default="all", help="which layer to check (default: all)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the weights, the inputs and the sampled elements")
-    p.add_argument("--max-elements", type=int, default=200,
-                   help="elements checked per tensor of a single layer (default 200; the whole LeNet: 25)")
+    p.add_argument("--seed", type=cli.non_negative_int, default=0,
+                   help="seeds the weights, the inputs and the sampled elements, >= 0 (default 0)")
+    p.add_argument("--max-elements", type=cli.positive_int, default=200,
+                   help="elements checked per tensor of a single layer, >= 1 (default 200; the whole LeNet: 25)")
     return p
 
 
 def main(argv=None) -> int:
-    """Print the table; return 0 when every float64 error is below TOL, else 1."""
-    args = build_parser().parse_args(argv)
-    if args.max_elements < 1:
-        print(f"error: --max-elements must be at least 1, got {args.max_elements}", file=sys.stderr)
-        return 1
+    """Print the table; return 0 when every float64 error is below TOL, else 1 (2: a bad argument)."""
+    return cli.guard(run, build_parser().parse_args(argv))
+
+
+def run(args) -> int:
+    """The body of ``main``, on parsed arguments."""
     checks = [c for c in make_checks(args.seed, args.max_elements) if args.layer in ("all", c.layer)]
     print("Max relative error per tensor, max|analytic - numeric| / max(|analytic|, |numeric|),\n"
           f"over the sampled elements, with the finite-difference step h (seed {args.seed}).\n"

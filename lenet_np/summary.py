@@ -3,9 +3,11 @@
 For each layer: its name in ``state_dict`` terms (conv.0 ... fc.4), its type, the shape of
 its output for a batch of the given size, its parameter count and its multiply-adds.
 
-The shapes are not computed from formulas: a batch of zeros is run through the layers one
-by one, exactly as ``LeNet.forward`` does (``net.conv``, then the flatten reshape, then
-``net.fc``), and each output's shape is read off.
+The shapes are computed, not measured: each layer's output shape follows from its input
+shape and its settings (kernel size, stride and padding of a convolution or pooling, out
+features of a linear layer), walking the layers in the order ``LeNet.forward`` does
+(``net.conv``, then the flatten reshape, then ``net.fc``). Nothing is allocated, so any
+batch size is cheap; the tests check the formulas against a real forward pass.
 
 Multiply-adds count the multiply-accumulate operations of the weights only:
 ``N * O * OH * OW * C * KH * KW`` for a convolution and ``N * in * out`` for a linear
@@ -15,13 +17,15 @@ layer; bias additions, activations and pooling are not counted (as torchinfo doe
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 import numpy as np
 
-from . import backend
+from . import cli
 from .model import ACTIVATIONS, POOLS, LeNet
-from .nn import Conv2d, Linear, Sequential
+from .nn import AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, Sigmoid
+from .nn.im2col import conv_output_size
 from .nn.module import Module
 
 INPUT_SHAPE = (1, 28, 28)
@@ -50,29 +54,51 @@ def _stages(net):
         raise TypeError(f"summary: expected a LeNet or a Sequential, got {type(net).__name__}")
 
 
+def output_shape(layer, in_shape: tuple) -> tuple:
+    """The shape of ``layer``'s output for an input of ``in_shape``, from the layer's settings."""
+    if isinstance(layer, (Conv2d, MaxPool2d, AvgPool2d)):
+        if len(in_shape) != 4:
+            raise ValueError(f"summary: {type(layer).__name__} takes (N, C, H, W) inputs, got shape {in_shape}")
+        n, c, h, w = in_shape
+        (kh, kw), (sh, sw), (ph, pw) = layer.kernel_size, layer.stride, layer.padding
+        oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
+        if oh < 1 or ow < 1:
+            raise ValueError(f"summary: {type(layer).__name__} with kernel {layer.kernel_size} does not fit "
+                             f"an input of {h}x{w}")
+        if isinstance(layer, Conv2d):
+            if c != layer.in_channels:
+                raise ValueError(f"summary: Conv2d takes {layer.in_channels} channels, got {c}")
+            c = layer.out_channels
+        return (n, c, oh, ow)
+    if isinstance(layer, Linear):
+        if in_shape[-1] != layer.in_features:
+            raise ValueError(f"summary: Linear takes {layer.in_features} features, got shape {in_shape}")
+        return (*in_shape[:-1], layer.out_features)
+    if isinstance(layer, Flatten):
+        return (in_shape[0], math.prod(in_shape[1:]))
+    if isinstance(layer, (Sigmoid, ReLU)):
+        return tuple(in_shape)
+    raise TypeError(f"summary: cannot compute the output shape of a {type(layer).__name__}")
+
+
 def summary(net: Module, batch_size: int = 1, input_shape=INPUT_SHAPE) -> list[dict]:
     """One dict per layer: name, type, output_shape, params, mult_adds (forward order).
 
-    ``input_shape`` is the shape of one example, (1, 28, 28) for LeNet. The network's
-    parameters are not changed; its cached forward state is overwritten.
+    ``input_shape`` is the shape of one example, (1, 28, 28) for LeNet. The shapes are
+    computed from the layers' settings (``output_shape``); nothing runs through the network.
     """
     if batch_size < 1:
         raise ValueError(f"summary: batch_size must be >= 1, got {batch_size}")
-    params = net.parameters()
-    dtype = params[0].dtype if params else np.float32
-    xp = backend.get_array_module(params[0].data) if params else np
-    x = xp.zeros((batch_size, *input_shape), dtype=dtype)
+    shape = (batch_size, *input_shape)
     rows = []
     for name, layer in _stages(net):
         if layer is None:                                      # the seed's feature.view(N, -1)
-            x = x.reshape(x.shape[0], -1)
-            rows.append(dict(name=name, type="Flatten (view)", output_shape=tuple(x.shape),
-                             params=0, mult_adds=0))
+            shape = (shape[0], math.prod(shape[1:]))
+            rows.append(dict(name=name, type="Flatten (view)", output_shape=shape, params=0, mult_adds=0))
             continue
-        x = layer(x)
-        rows.append(dict(name=name, type=type(layer).__name__, output_shape=tuple(x.shape),
-                         params=sum(p.size for p in layer.parameters()),
-                         mult_adds=_mult_adds(layer, x.shape)))
+        shape = output_shape(layer, shape)
+        rows.append(dict(name=name, type=type(layer).__name__, output_shape=shape,
+                         params=sum(p.size for p in layer.parameters()), mult_adds=_mult_adds(layer, shape)))
     return rows
 
 
@@ -97,8 +123,8 @@ def format_summary(rows: list[dict], batch_size: int | None = None, input_shape=
     total_params = sum(r["params"] for r in rows)
     total_macs = sum(r["mult_adds"] for r in rows)
     # every layer's output is kept for backward (the flatten is a view, it costs nothing)
-    activations = sum(int(np.prod(r["output_shape"])) for r in rows if not r["type"].startswith("Flatten"))
-    input_elems = batch_size * int(np.prod(input_shape))
+    activations = sum(math.prod(r["output_shape"]) for r in rows if not r["type"].startswith("Flatten"))
+    input_elems = batch_size * math.prod(input_shape)
     lines += [
         "=" * width,
         f"Total params: {total_params:,}",
@@ -116,22 +142,24 @@ def format_summary(rows: list[dict], batch_size: int | None = None, input_shape=
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lenet_np.summary",
                                 description="Print LeNet as a table: output shapes, parameters, multiply-adds.")
-    p.add_argument("--batch-size", type=int, default=1, help="batch size of the output shapes (default 1)")
-    p.add_argument("--activation", choices=sorted(ACTIVATIONS), default="sigmoid")
-    p.add_argument("--pool", choices=sorted(POOLS), default="max")
+    p.add_argument("--batch-size", type=cli.positive_int, default=1,
+                   help="batch size of the output shapes, >= 1 (default 1)")
+    p.add_argument("--activation", choices=sorted(ACTIVATIONS), default="sigmoid",
+                   help="relu or sigmoid (default sigmoid)")
+    p.add_argument("--pool", choices=sorted(POOLS), default="max", help="avg or max pooling (default max)")
     return p
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.batch_size < 1:
-        print(f"error: --batch-size must be at least 1, got {args.batch_size}", file=sys.stderr)
-        return 1
+def run(args) -> int:
     net = LeNet(activation=args.activation, pool=args.pool, seed=0)
     print(f"LeNet(activation={args.activation!r}, pool={args.pool!r}), input "
           f"[{args.batch_size}, {', '.join(map(str, INPUT_SHAPE))}]")
     print(format_summary(summary(net, args.batch_size), args.batch_size))
     return 0
+
+
+def main(argv=None) -> int:
+    return cli.guard(run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

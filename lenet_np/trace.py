@@ -10,9 +10,10 @@ down (each sigmoid multiplies it by y(1 - y) <= 1/4): the trace shows by how muc
 ``LeNet.backward`` do (``net.conv``, the flatten reshape, ``net.fc``, then the same in
 reverse), and returns one record (a dict) per step, so the numbers can be used in code.
 
-The images are the first Fashion-MNIST test images when the data set is found
-(``lenet_np.data``), else random images; the weights come from ``--checkpoint`` (a
-``.npz`` written by ``lenet_np.train``) or are freshly initialised.
+The images are the first Fashion-MNIST test images: from ``--data-dir`` when given (an
+error when the data is not there), else from the search path of ``lenet_np.data``, else,
+when no data set is found anywhere, random images. The weights come from ``--checkpoint``
+(a ``.npz`` written by ``lenet_np.train``) or are freshly initialised.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import sys
 
 import numpy as np
 
-from . import backend
+from . import backend, cli
 from .model import ACTIVATIONS, POOLS, LeNet
 from .nn import CrossEntropyLoss
 
@@ -98,25 +99,38 @@ def load_network(path=None, activation=None, pool=None, seed=0) -> tuple[LeNet, 
 
 def load_test_set(data_dir=None):
     """(images float32 (N, 1, 28, 28) in [0, 1], labels int64 (N,)) of the Fashion-MNIST
-    test set, or (None, reason) when lenet_np.data or the files are not there."""
+    test set, and where they come from; or (None, reason) when no ``data_dir`` was given and
+    no data set is found (or lenet_np.data is not there). A data set that is found but
+    damaged, or a ``data_dir`` without the data, raises ToolError."""
     try:
-        from .data import load_fashion_mnist
+        from .data import DataError, find_data_dir, load_fashion_mnist
     except ImportError as exc:
         return None, f"lenet_np.data is not available ({exc})"
     try:
-        data = load_fashion_mnist(data_dir)
-    except Exception as exc:   # DataError and friends: the tools fall back to random images
-        first = str(exc).splitlines()[0].split("; looked for")[0]
-        return None, f"{first}; pass --data-dir or run `make data`"
+        directory = find_data_dir(data_dir)
+    except DataError as exc:
+        if data_dir is not None:
+            reason = str(exc).splitlines()[-2].split("): ", 1)[-1]      # "missing <files>"
+            raise ToolError(f"--data-dir {data_dir}: no Fashion-MNIST there: {reason} (each gzipped or not)") from None
+        return None, "Fashion-MNIST not found; pass --data-dir or run `make data`"
+    try:
+        data = load_fashion_mnist(directory)
+    except DataError as exc:
+        raise ToolError(str(exc)) from None
     images = data.test_images.astype(np.float32).reshape(-1, 1, 28, 28) / 255
     return (images, data.test_labels.astype(np.int64)), "the Fashion-MNIST test set"
 
 
 def sample_batch(batch_size: int, data_dir=None, seed: int = 0):
-    """(x, y, description): the first test images, or random ones when the data is absent."""
+    """(x, y, description): the first ``batch_size`` test images (all of them when the test
+    set is smaller), or random ones when no data set is found."""
     test, why = load_test_set(data_dir)
     if test is not None:
         images, labels = test
+        if batch_size >= len(images):
+            what = f"all {len(images)} Fashion-MNIST test images"
+            return images, labels, what + (f" (--batch-size {batch_size} asked for more)" if batch_size > len(images)
+                                           else "")
         return images[:batch_size], labels[:batch_size], f"the first {batch_size} Fashion-MNIST test images"
     rng = np.random.default_rng(seed)
     x = rng.random((batch_size, 1, 28, 28), dtype=np.float32)
@@ -204,26 +218,30 @@ def format_trace(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+MAX_BATCH = 10_000      # the size of the Fashion-MNIST test set
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lenet_np.trace",
                                 description="Trace one mini-batch through LeNet: shapes and statistics forward, "
                                             "gradient shapes and norms backward.")
-    p.add_argument("--batch-size", type=int, default=4, help="images in the batch (default 4)")
+    p.add_argument("--batch-size", type=cli.int_in_range(1, MAX_BATCH), default=4,
+                   help=f"images in the batch, 1 to {MAX_BATCH:,} (the test set's size) (default 4)")
     p.add_argument("--activation", choices=sorted(ACTIVATIONS), default=None,
                    help="sigmoid (default) or relu; taken from the checkpoint when one is given")
     p.add_argument("--pool", choices=sorted(POOLS), default=None,
                    help="max (default) or avg; taken from the checkpoint when one is given")
-    p.add_argument("--checkpoint", default=None, help="a .npz checkpoint of lenet_np.train (default: fresh weights)")
-    p.add_argument("--data-dir", default=None, help="directory of the Fashion-MNIST files (default: search)")
-    p.add_argument("--seed", type=int, default=0, help="initialisation (without --checkpoint) and random images")
+    p.add_argument("--checkpoint", type=cli.existing_file, default=None,
+                   help="a .npz checkpoint of lenet_np.train (default: fresh weights)")
+    p.add_argument("--data-dir", type=cli.existing_dir, default=None,
+                   help="directory of the Fashion-MNIST files (default: search; random images when none is found)")
+    p.add_argument("--seed", type=cli.non_negative_int, default=0,
+                   help="seeds the initialisation (without --checkpoint) and the random images, >= 0 (default 0)")
     return p
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def run(args) -> int:
     try:
-        if args.batch_size < 1:
-            raise ToolError(f"--batch-size must be at least 1, got {args.batch_size}")
         net, where = load_network(args.checkpoint, args.activation, args.pool, args.seed)
         x, y, what = sample_batch(args.batch_size, args.data_dir, args.seed)
     except ToolError as exc:
@@ -234,6 +252,10 @@ def main(argv=None) -> int:
     print(f"batch: {what}; labels: {labels}\n")
     print(format_trace(trace(net, x, y)))
     return 0
+
+
+def main(argv=None) -> int:
+    return cli.guard(run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -11,21 +11,25 @@ Writes PNG files (matplotlib, Agg backend) into DIR:
                        written by ``lenet_np.train --metrics``) or else from the
                        checkpoint's own history
 
-The test images come from ``lenet_np.data`` (``--data-dir`` or its search path); when the
-data set is not found, random images stand in (the pictures say so).
+The test images come from ``lenet_np.data`` (``--data-dir``, else its search path); when no
+``--data-dir`` is given and no data set is found, random images stand in (the pictures say
+so). Each PNG is written atomically: a failed run leaves no half-written file.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
 
-from . import backend
+from . import backend, cli
+from .checkpoint import atomic_write
 from .trace import CLASS_NAMES, ToolError, load_network, load_test_set, named_layers, read_checkpoint
 
 METRIC_KEYS = ("epoch", "loss", "train_acc", "test_acc")
@@ -44,9 +48,12 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> Path:
+    """Write the figure as a PNG at ``path`` atomically (the whole file or none)."""
     plt = _pyplot()
-    fig.savefig(path, dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
+    atomic_write(path, lambda f: f.write(buf.getvalue()))
     return path
 
 
@@ -173,19 +180,24 @@ def plot_misclassified(images, labels, preds, path: Path, source: str, max_image
     plt = _pyplot()
     wrong = np.flatnonzero(preds != labels)
     shown = wrong[:max_images]
-    side = max(1, int(np.ceil(np.sqrt(len(shown))))) if len(shown) else 1
-    fig, axes = plt.subplots(side, side, figsize=(1.9 * side + 0.4, 2.15 * side + 0.8), squeeze=False)
+    cols = max(1, int(np.ceil(np.sqrt(len(shown)))))
+    rows = max(1, int(np.ceil(len(shown) / cols)))
+    width = max(1.9 * cols + 0.4, 5.0)                          # room for the title however few images
+    acc = 1 - len(wrong) / len(labels)
+    note = (f"{len(shown)} of the {len(wrong)} misclassified images ({source}; accuracy {acc:.3f})"
+            if len(wrong) else f"no misclassified image among {len(labels)} ({source})")
+    note = "\n".join(textwrap.wrap(note, width=int(width * 9), break_on_hyphens=False))  # ~9 characters per inch
+    title_h = 0.25 * (note.count("\n") + 1) + 0.65                 # the title and the first row's labels
+    grid_h = 2.15 * rows if len(shown) else 0.3
+    fig, axes = plt.subplots(rows, cols, figsize=(width, grid_h + title_h), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, i in zip(axes.ravel(), shown):
         ax.imshow(images[i, 0], cmap="gray", vmin=0, vmax=1)
         ax.set_title(f"#{i} true: {CLASS_NAMES[labels[i]]}\npred: {CLASS_NAMES[preds[i]]}", fontsize=8)
-    acc = 1 - len(wrong) / len(labels)
-    note = (f"{len(shown)} of the {len(wrong)} misclassified images ({source}; accuracy {acc:.3f})"
-            if len(wrong) else f"no misclassified image among {len(labels)} ({source})")
     fig.suptitle(note, fontsize=11)
-    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.9 / (2.15 * side + 0.8), hspace=0.45,
-                        wspace=0.1)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - title_h / (grid_h + title_h),
+                        hspace=0.45, wspace=0.1)
     return _save(fig, path)
 
 
@@ -212,17 +224,25 @@ def plot_curves(history: list[dict], path: Path, source: str) -> Path:
 
 
 # -- the command line ---------------------------------------------------------------------------
+MAX_MISCLASSIFIED = 100
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lenet_np.visualize",
                                 description="Draw a trained LeNet: filters, feature maps, misclassified "
                                             "test images, training curves (PNG files).")
-    p.add_argument("--checkpoint", required=True, help="a .npz checkpoint written by python -m lenet_np.train")
-    p.add_argument("--out", required=True, help="directory for the PNG files (created if needed)")
-    p.add_argument("--metrics", default=None,
+    p.add_argument("--checkpoint", type=cli.existing_file, required=True,
+                   help="a .npz checkpoint written by python -m lenet_np.train")
+    p.add_argument("--out", type=cli.output_dir, required=True,
+                   help="directory for the PNG files (created if needed)")
+    p.add_argument("--metrics", type=cli.existing_file, default=None,
                    help="per-epoch metrics (.csv or .json) for curves.png; default: the checkpoint's history")
-    p.add_argument("--data-dir", default=None, help="directory of the Fashion-MNIST files (default: search)")
-    p.add_argument("--image", type=int, default=0, help="index of the test image for feature_maps.png (default 0)")
-    p.add_argument("--max-misclassified", type=int, default=25, help="images in misclassified.png (default 25)")
+    p.add_argument("--data-dir", type=cli.existing_dir, default=None,
+                   help="directory of the Fashion-MNIST files (default: search; random images when none is found)")
+    p.add_argument("--image", type=cli.non_negative_int, default=0,
+                   help="index of the test image for feature_maps.png (default 0)")
+    p.add_argument("--max-misclassified", type=cli.int_in_range(1, MAX_MISCLASSIFIED), default=25,
+                   help=f"images in misclassified.png, 1 to {MAX_MISCLASSIFIED} (default 25)")
     return p
 
 
@@ -230,11 +250,6 @@ def run(args) -> list[Path]:
     _pyplot()                                                    # fail early without matplotlib
     net, where = load_network(args.checkpoint)
     history = read_metrics(args.metrics) if args.metrics else None
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ToolError(f"--out {out}: cannot create the directory ({exc.strerror})") from None
     test, why = load_test_set(args.data_dir)
     if test is not None:
         (images, labels), source = test, "Fashion-MNIST test set"
@@ -245,7 +260,12 @@ def run(args) -> list[Path]:
         source = "RANDOM images and labels, no data found"
         print(f"note: {why}; drawing random images instead", file=sys.stderr)
     if not 0 <= args.image < len(images):
-        raise ToolError(f"--image must lie in 0..{len(images) - 1}, got {args.image}")
+        raise ToolError(f"--image must lie in 0..{len(images) - 1} ({source}), got {args.image}")
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ToolError(f"--out {out}: cannot create the directory ({exc.strerror})") from None
 
     written = [plot_filters(net, out / "filters.png"),
                plot_feature_maps(net, images[args.image], int(labels[args.image]), out / "feature_maps.png",
@@ -269,8 +289,7 @@ def run(args) -> list[Path]:
     return written
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def _run(args) -> int:
     try:
         written = run(args)
     except ToolError as exc:
@@ -279,6 +298,10 @@ def main(argv=None) -> int:
     for path in written:
         print(f"wrote {path}")
     return 0
+
+
+def main(argv=None) -> int:
+    return cli.guard(_run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,28 @@ def save_checkpoint(path, activation="sigmoid", pool="max", seed=0, history=HIST
     return net
 
 
+def hide_data(monkeypatch, tmp_path):
+    """No Fashion-MNIST anywhere on the search path (as on a fresh machine)."""
+    from lenet_np import data
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for var in ("XDG_CACHE_HOME", data.DATA_ENV):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(data, "SYSTEM_DATA_DIR", tmp_path / "no-system-data")
+
+
+@pytest.fixture
+def no_data(monkeypatch, tmp_path):
+    hide_data(monkeypatch, tmp_path)
+
+
+def exit_status(main, argv):
+    """main(argv)'s exit status, argparse's SystemExit included."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
 def png_size(path):
     """(width, height) of a PNG file, after checking its signature and header chunk."""
     data = path.read_bytes()
@@ -66,8 +88,25 @@ def test_summary_rows_are_the_real_shapes():
 
 
 def test_summary_bad_batch_size(capsys):
-    assert summary_mod.main(["--batch-size", "0"]) == 1
-    assert "--batch-size" in capsys.readouterr().err
+    assert exit_status(summary_mod.main, ["--batch-size", "0"]) == 2
+    assert "argument --batch-size: expected a whole number >= 1, got '0'" in capsys.readouterr().err
+
+
+def test_summary_of_a_huge_batch_allocates_nothing(capsys):
+    """The shapes are computed: a batch of 10**12 costs nothing (a real forward would need petabytes)."""
+    assert summary_mod.main(["--batch-size", str(10 ** 12)]) == 0
+    out = capsys.readouterr().out
+    assert f"[{10 ** 12}, 16, 4, 4]" in out and f"{281_640 * 10 ** 12:,}" in out
+
+
+def test_summary_shapes_match_a_forward_pass_with_stride_and_padding():
+    seq = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU(), nn.MaxPool2d(3, stride=2, padding=1),
+                        nn.AvgPool2d(2), nn.Flatten(), nn.Linear(4 * 2 * 2, 5), nn.Sigmoid())
+    x = np.zeros((2, 3, 15, 13), dtype=np.float32)
+    rows = summary_mod.summary(seq, 2, (3, 15, 13))
+    for row, layer in zip(rows, seq):
+        x = layer(x)
+        assert row["output_shape"] == x.shape, row["name"]
 
 
 # -- gradcheck command line ------------------------------------------------------------------
@@ -123,14 +162,17 @@ def test_tie_free():
 
 
 def test_gradcheck_cli_arguments(capsys):
-    with pytest.raises(SystemExit):
-        gc.main(["--layer", "nonsense"])
-    assert gc.main(["--layer", "loss", "--max-elements", "0"]) == 1
+    assert exit_status(gc.main, ["--layer", "nonsense"]) == 2
+    assert exit_status(gc.main, ["--layer", "loss", "--max-elements", "0"]) == 2
+    assert exit_status(gc.main, ["--layer", "linear", "--seed", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "argument --max-elements: expected a whole number >= 1, got '0'" in err
+    assert "argument --seed: expected a whole number >= 0, got '-1'" in err and "Traceback" not in err
 
 
 # -- trace ------------------------------------------------------------------------------------
-def test_trace_main_without_data(capsys, tmp_path):
-    assert trace_mod.main(["--batch-size", "2", "--data-dir", str(tmp_path / "nowhere")]) == 0
+def test_trace_main_without_data(capsys, no_data):
+    assert trace_mod.main(["--batch-size", "2"]) == 0
     out = capsys.readouterr().out
     assert "random images" in out and "freshly initialised" in out
     assert "FORWARD" in out and "BACKWARD" in out
@@ -166,10 +208,10 @@ def test_trace_records_match_backward(activation, pool):
         assert r["min"] <= r["mean"] <= r["max"] and r["std"] >= 0
 
 
-def test_trace_with_checkpoint(capsys, tmp_path):
+def test_trace_with_checkpoint(capsys, tmp_path, no_data):
     path = tmp_path / "relu.npz"
     saved = save_checkpoint(path, "relu", "avg", seed=5)
-    assert trace_mod.main(["--checkpoint", str(path), "--batch-size", "2", "--data-dir", str(tmp_path)]) == 0
+    assert trace_mod.main(["--checkpoint", str(path), "--batch-size", "2"]) == 0
     out = capsys.readouterr().out
     assert "activation='relu', pool='avg'" in out and "epoch 2" in out and "ReLU" in out
     net, _ = trace_mod.load_network(path)
@@ -198,9 +240,12 @@ def test_trace_bad_checkpoint(capsys, tmp_path, content):
     path = tmp_path / "bad.npz"
     if content is not None:
         path.write_bytes(content)
-    assert trace_mod.main(["--checkpoint", str(path)]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and str(path) in err and "Traceback" not in err
+    assert exit_status(trace_mod.main, ["--checkpoint", str(path)]) == (2 if content is None else 1)
+    last = capsys.readouterr().err.splitlines()[-1]
+    if content is None:
+        assert last.endswith(f"error: argument --checkpoint: {path}: no such file")
+    else:
+        assert last.startswith(f"error: checkpoint {path}") and "Traceback" not in last
 
 
 # -- visualize -----------------------------------------------------------------------------------
@@ -239,11 +284,11 @@ def test_visualize_with_data_and_metrics(capsys, tmp_path):
         assert path.stat().st_size > 5000, name                   # not an empty canvas
 
 
-def test_visualize_without_data_uses_history_and_random_images(capsys, tmp_path):
+def test_visualize_without_data_uses_history_and_random_images(capsys, tmp_path, no_data):
     ck = tmp_path / "lenet.npz"
     save_checkpoint(ck, "relu", "max")
     out = tmp_path / "pictures"
-    assert visualize.main(["--checkpoint", str(ck), "--out", str(out), "--data-dir", str(tmp_path / "none")]) == 0
+    assert visualize.main(["--checkpoint", str(ck), "--out", str(out)]) == 0
     captured = capsys.readouterr()
     assert "random images" in captured.err
     assert sorted(p.name for p in out.iterdir()) == ["curves.png", "feature_maps.png", "filters.png",
@@ -252,11 +297,11 @@ def test_visualize_without_data_uses_history_and_random_images(capsys, tmp_path)
         png_size(p)
 
 
-def test_visualize_without_history_skips_curves(capsys, tmp_path):
+def test_visualize_without_history_skips_curves(capsys, tmp_path, no_data):
     ck = tmp_path / "lenet.npz"
     save_checkpoint(ck, history=[])
     out = tmp_path / "pictures"
-    assert visualize.main(["--checkpoint", str(ck), "--out", str(out), "--data-dir", str(tmp_path / "none")]) == 0
+    assert visualize.main(["--checkpoint", str(ck), "--out", str(out)]) == 0
     assert "curves.png skipped" in capsys.readouterr().err
     assert not (out / "curves.png").exists() and (out / "filters.png").exists()
 
@@ -278,10 +323,11 @@ def test_mosaic():
     assert m[:, :2].tolist() == [[0, 1], [2, 3]] and m[:, 3:].tolist() == [[4, 5], [6, 7]]
 
 
-@pytest.mark.parametrize("problem", ["missing", "corrupt", "metrics", "image"])
-def test_visualize_errors_are_one_line(capsys, tmp_path, problem):
+@pytest.mark.parametrize("problem,status", [("missing", 2), ("corrupt", 1), ("metrics", 1), ("image", 1),
+                                            ("data-dir", 2), ("max", 2), ("out", 2)])
+def test_visualize_errors_are_one_line(capsys, tmp_path, no_data, problem, status):
     ck = tmp_path / "lenet.npz"
-    args = ["--checkpoint", str(ck), "--out", str(tmp_path / "out"), "--data-dir", str(tmp_path / "none")]
+    args = ["--checkpoint", str(ck), "--out", str(tmp_path / "out")]
     if problem == "corrupt":
         ck.write_bytes(b"\x00" * 100)
     elif problem != "missing":
@@ -292,9 +338,50 @@ def test_visualize_errors_are_one_line(capsys, tmp_path, problem):
         args += ["--metrics", str(bad)]
     if problem == "image":
         args += ["--image", "100000"]
-    assert visualize.main(args) == 1
+    if problem == "data-dir":                  # a path typed by the user: never replaced by random images
+        args += ["--data-dir", str(tmp_path / "none")]
+    if problem == "max":
+        args += ["--max-misclassified", "-3"]
+    if problem == "out":
+        args[3] = str(ck)                      # a file, not a directory
+    assert exit_status(visualize.main, args) == status
     err = capsys.readouterr().err
-    assert err.splitlines()[-1].startswith("error: ") and "Traceback" not in err
+    assert err.splitlines()[-1].split(": error: ")[-1].startswith(("error: ", "argument ")) and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_trace_and_visualize_refuse_a_data_dir_without_data(capsys, tmp_path):
+    """An existing --data-dir that lacks the files is an error, not random images."""
+    ck = tmp_path / "lenet.npz"
+    save_checkpoint(ck)
+    (tmp_path / "empty").mkdir()
+    assert trace_mod.main(["--data-dir", str(tmp_path / "empty")]) == 1
+    assert visualize.main(["--checkpoint", str(ck), "--out", str(tmp_path / "out"),
+                           "--data-dir", str(tmp_path / "empty")]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"error: --data-dir {tmp_path / 'empty'}: no Fashion-MNIST there: missing "
+                   "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+                   "t10k-labels-idx1-ubyte (each gzipped or not)"] * 2
+
+
+def test_trace_batch_larger_than_the_test_set(capsys, tmp_path):
+    data_dir = write_fake_fashion_mnist(tmp_path / "data", n_test=40)
+    assert trace_mod.main(["--batch-size", "100", "--data-dir", str(data_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "batch: all 40 Fashion-MNIST test images (--batch-size 100 asked for more)" in out
+    assert "(40, 10)" in out
+    assert exit_status(trace_mod.main, ["--batch-size", "12000"]) == 2
+    assert "argument --batch-size: expected a whole number from 1 to 10000, got '12000'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 100])
+def test_misclassified_grid_for_small_and_large_counts(tmp_path, count):
+    rng = np.random.default_rng(0)
+    images = rng.random((150, 1, 28, 28), dtype=np.float32)
+    labels, preds = np.zeros(150, np.int64), np.ones(150, np.int64)
+    w, h = png_size(visualize.plot_misclassified(images, labels, preds, tmp_path / "m.png", "test set", count))
+    assert w >= 500                                # room for the title even for one image
+    assert h <= 2400 and w <= 2000
 
 
 def test_visualize_without_matplotlib(capsys, tmp_path, monkeypatch):

@@ -5,13 +5,19 @@ Layers never ask "which device am I on?" through a global flag. They call
 returns (``xp``), so one code path serves both libraries. The few places where
 NumPy and CuPy differ live in this file and nowhere else:
 
-* ``scatter_add``     ``np.add.at`` versus ``cupyx.scatter_add``
-* ``sliding_windows`` ``numpy.lib.stride_tricks.as_strided`` versus CuPy's
+* ``sliding_windows`` ``as_strided``: read-only views on the CPU; CuPy's have no
+                      ``writeable=False``, so nothing may ever write through them
 * ``synchronize``     a no-op on the CPU, a device sync on CUDA
+* ``on_gpu``          layers choose their implementation per backend by it: on a GPU,
+                      every small call is a kernel launch, and reading a value back
+                      (``float(x)``, ``bool(x)``) waits for the whole queue
 * moving arrays       ``to_device``, ``as_numpy``
 
-CuPy is optional: importing this module without it works, and asking for
-``"cuda"`` without it raises an error that names the missing package.
+The CUDA array module is CuPy when it is installed. ``use_cuda_module`` puts
+another module with CuPy's interface in its place (the test suite registers a
+NumPy-backed stand-in this way, so the CuPy code paths run on machines without a
+GPU). CuPy is optional: importing this module without it works, and asking for
+``"cuda"`` without it raises an error that says what to install.
 """
 
 from __future__ import annotations
@@ -20,52 +26,79 @@ import numpy as np
 
 _CUPY_IMPORT_ERROR = None
 try:  # CuPy is an optional extra: pip install lenet_np[cuda]
-    import cupy as _cupy
+    import cupy as _cuda
 except ImportError:  # not installed: the common case on a CPU machine
-    _cupy = None
+    _cuda = None
 except Exception as exc:  # pragma: no cover - installed but broken (CUDA libraries)
-    _cupy = None
+    _cuda = None
     _CUPY_IMPORT_ERROR = exc
 
 DEVICES = ("cpu", "cuda")
+CUPY_PACKAGE = "cupy-cuda13x"     # the CuPy wheel for CUDA 13; cupy-cuda12x for CUDA 12 drivers
+
+
+def use_cuda_module(module):
+    """Make ``module`` the array module of device "cuda" and return the previous one.
+
+    ``module`` must offer CuPy's interface where lenet_np uses it: ``ndarray``,
+    ``asnumpy``, ``cuda.runtime.getDeviceCount()``, ``cuda.Device().synchronize()``,
+    ``lib.stride_tricks.as_strided`` and NumPy's array functions. None removes it."""
+    global _cuda
+    previous, _cuda = _cuda, module
+    return previous
+
+
+def cuda_module():
+    """The array module of device "cuda" (CuPy, or what ``use_cuda_module`` set), or None."""
+    return _cuda
 
 
 def cupy_available() -> bool:
-    """True when CuPy imports and sees at least one CUDA device."""
-    if _cupy is None:
+    """True when the CUDA array module is there and sees at least one CUDA device."""
+    if _cuda is None:
         return False
     try:
-        return _cupy.cuda.runtime.getDeviceCount() > 0
+        return _cuda.cuda.runtime.getDeviceCount() > 0
     except Exception:  # no driver, no device
         return False
 
 
 def require_cupy():
-    """Return the cupy module, or raise a RuntimeError that says how to get it."""
-    if _cupy is None:
+    """Return the CUDA array module, or raise a RuntimeError that says how to get it."""
+    if _cuda is None:
         why = f" (importing it failed: {_CUPY_IMPORT_ERROR})" if _CUPY_IMPORT_ERROR else ""
         raise RuntimeError(
             "device 'cuda' needs the package 'cupy', which is not installed" + why + ". "
-            "Install the CuPy build for your CUDA version (for example "
-            "`pip install cupy-cuda12x`, or `pip install lenet_np[cuda]`), or use device 'cpu'."
+            f"Install the CuPy build for your CUDA version (`pip install {CUPY_PACKAGE}` for CUDA 13, "
+            "which `pip install lenet_np[cuda]` does; `pip install cupy-cuda12x` for CUDA 12), "
+            "or use device 'cpu'."
         )
     if not cupy_available():
         raise RuntimeError(
             "device 'cuda' was asked for, CuPy is installed, but no CUDA device is visible; "
-            "check `nvidia-smi`, or use device 'cpu'."
+            "check `nvidia-smi` (and that the CuPy build matches the driver's CUDA version), "
+            "or use device 'cpu'."
         )
-    return _cupy
+    return _cuda
+
+
+def is_cupy_array(x) -> bool:
+    """True for an array of the CUDA array module."""
+    return _cuda is not None and isinstance(x, _cuda.ndarray)
 
 
 def get_array_module(*arrays):
     """The array module (numpy or cupy) that the given arrays belong to."""
-    if _cupy is not None:
-        return _cupy.get_array_module(*arrays)
+    if any(is_cupy_array(a) for a in arrays):
+        return _cuda
     return np
 
 
-def is_cupy_array(x) -> bool:
-    return _cupy is not None and isinstance(x, _cupy.ndarray)
+def on_gpu(xp) -> bool:
+    """True for the CUDA array module. There, code that runs every step must not read values
+    back to Python (each read waits for every queued kernel), and fewer, larger operations
+    beat the CPU's cache-sized loops."""
+    return xp is not np
 
 
 def parse_device(device) -> str:
@@ -105,7 +138,7 @@ def xp_for(device: str):
 def as_numpy(x):
     """A NumPy array with the same contents (copies from the GPU when needed)."""
     if is_cupy_array(x):
-        return _cupy.asnumpy(x)
+        return _cuda.asnumpy(x)
     return np.asarray(x)
 
 
@@ -118,28 +151,20 @@ def to_device(x, device: str):
     return as_numpy(x)
 
 
-def scatter_add(target, indices, values) -> None:
-    """target[indices] += values, accumulating repeated indices (unbuffered)."""
-    if is_cupy_array(target):
-        import cupyx
-
-        cupyx.scatter_add(target, indices, values)
-    else:
-        np.add.at(target, indices, values)
-
-
 def sliding_windows(x, shape, strides):
-    """A read-only strided view of x with the given shape and strides (in bytes).
+    """A strided view of x with the given shape and strides (in bytes), without copying.
 
-    Used by im2col and pooling to see every kernel window without copying.
+    Used by im2col and pooling to see every kernel window. Read-only on the CPU; on CUDA
+    the view is writable (CuPy's ``as_strided`` has no ``writeable=False``), and a write
+    would land on every window that shares the element. Callers only ever read from it.
     """
     if is_cupy_array(x):
-        return _cupy.lib.stride_tricks.as_strided(x, shape=shape, strides=strides)
+        return _cuda.lib.stride_tricks.as_strided(x, shape=shape, strides=strides)
     return np.lib.stride_tricks.as_strided(x, shape=shape, strides=strides, writeable=False)
 
 
 def synchronize(x=None) -> None:
     """Wait for queued GPU work (a no-op on the CPU); use before reading a clock."""
-    if _cupy is not None and (x is None or is_cupy_array(x)):
+    if _cuda is not None and (x is None or is_cupy_array(x)):
         if cupy_available():
-            _cupy.cuda.Device().synchronize()
+            _cuda.cuda.Device().synchronize()

@@ -1,4 +1,9 @@
-"""Shared test machinery: Hypothesis profiles, the backend fixture, helpers."""
+"""Shared test machinery: Hypothesis profiles, the backend fixture, helpers.
+
+Device "cuda" is real CuPy where a GPU is present. Elsewhere it is the NumPy-backed
+stand-in of ``cupy_standin.py``, registered here for the whole session, so every test
+parametrised over ``xp`` runs the CuPy code paths on every machine.
+"""
 
 from __future__ import annotations
 
@@ -10,22 +15,24 @@ from hypothesis import HealthCheck, settings
 
 from lenet_np import backend
 
+from . import cupy_standin
+
 # Reproducible CI: derandomised examples, no per-example deadline (2 shared cores).
 settings.register_profile("ci", derandomize=True, deadline=None, max_examples=25, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("dev", deadline=None, max_examples=100)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-BACKENDS = [
-    pytest.param("numpy", id="numpy"),
-    pytest.param("cupy", id="cupy", marks=pytest.mark.skipif(
-        not backend.cupy_available(), reason="CuPy backend: no CuPy or no CUDA device on this machine")),
-]
+REAL_GPU = backend.cupy_available()
+if not REAL_GPU:
+    backend.use_cuda_module(cupy_standin.module)
+
+requires_gpu = pytest.mark.skipif(not REAL_GPU, reason="needs CuPy and a CUDA device (the stand-in runs elsewhere)")
 
 
-@pytest.fixture(params=BACKENDS, scope="session")
+@pytest.fixture(params=["numpy", "cupy"], scope="session")
 def xp(request):
-    """The array module under test: numpy, and cupy where a GPU is present."""
+    """The array module under test: numpy, and cupy (real on a GPU, else the stand-in)."""
     return np if request.param == "numpy" else backend.require_cupy()
 
 

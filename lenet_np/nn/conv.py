@@ -19,23 +19,33 @@ Backward, given G = dL/dY laid out the same way (O, N*OH*OW):
     dL/dCm   = Wm.T @ G           (C*KH*KW, N*OH*OW)
     dL/dx    = col2im(dL/dCm)     each column entry goes back to its pixel
 
-Two implementations compute the same thing:
+Four implementations compute the same thing (``impl=``); every one runs on NumPy and
+CuPy, and the tests check each against the reference:
 
-* ``impl="reference"``: DeZero's form: the 6-D column view (N, C, KH, KW, OH, OW)
+* ``"reference"``: DeZero's form: the 6-D column view (N, C, KH, KW, OH, OW)
   contracted with the weight by ``tensordot``. Short and easy to check.
-* ``impl="fast"`` (default): the columns are copied once in (C, KH, KW, N, OH, OW)
-  order so that the product lands directly in (O, N, OH, OW) memory order. The
-  result is returned as an (N, O, OH, OW) *view* of that memory: no transpose copy.
-  Elementwise layers and pooling keep that layout, and the next convolution reads
-  its windows straight from it. With one input channel, stride 1 and narrow images
-  (LeNet's first layer) it uses the band form instead (im2col.py): one product of
-  the images' row bands with a banded weight matrix, whose output is an
-  (N, O, OH, OW) view of (N, OH, O, OW) memory.
+* ``"strided"``: the columns are copied once in (C, KH, KW, N, OH, OW) order (one
+  strided copy) so that the product lands directly in (O, N, OH, OW) memory order;
+  the result is returned as an (N, O, OH, OW) *view* of that memory: no transpose copy.
+  Its backward is one product ``Wm.T @ G`` and col2im.
+* ``"wide"`` (stride 1): the same product on the "wide" columns of im2col.py: KH*KW long
+  contiguous copies instead of KH*KW*OH short rows; the backward's input gradient goes
+  one kernel row at a time (``conv_transpose_wide``). Elementwise layers and pooling on
+  the CPU keep the (C, N, H, W) layout, and the next convolution reads its windows
+  straight from it.
+* ``"band"`` (one input channel, stride 1): one product of the images' row bands with a
+  banded weight matrix (im2col.py), whose output is an (N, O, OH, OW) view of (N, OH, O, OW)
+  memory. LeNet's first layer.
+
+``"auto"`` (the default; ``"fast"`` is the same) picks per backend: on the CPU, ``band``
+where it applies (narrow images), else ``wide`` for stride 1, else ``strided``; on a GPU,
+where every small call is a kernel launch, ``strided``: one copy and one product.
 """
 
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import numpy as np
 
@@ -55,7 +65,34 @@ from .im2col import (
 from .init import make_rng, uniform_fan_in
 from .module import Module, Parameter
 
-DEFAULT_IMPL = os.environ.get("LENET_NP_IMPL", "fast")
+DEFAULT_IMPL = os.environ.get("LENET_NP_IMPL", "auto")
+IMPLS = ("auto", "fast", "reference", "strided", "wide", "band")
+
+
+class _ReferenceCache(NamedTuple):
+    x_shape: tuple
+    cols: object          # (N, C, KH, KW, OH, OW) window view of the padded input
+
+
+class _ColumnsCache(NamedTuple):
+    x_shape: tuple
+    cols: object          # (C*KH*KW, N*OH*WP) columns; WP == OW unless wide
+    wp: int
+    wide: bool
+
+
+class _BandCache(NamedTuple):
+    x_shape: tuple
+    band: object          # (N*OH, KH*WP) row bands of the padded images
+    t: object             # (KH*WP, O*OW) banded weights
+    index: tuple          # (rows, cols) of T where the weights sit
+
+
+def check_impl(layer: str, impl, impls=IMPLS) -> str:
+    impl = impl or DEFAULT_IMPL
+    if impl not in impls:
+        raise ValueError(f"{layer}: impl must be one of {', '.join(impls)}, got {impl!r}")
+    return impl
 
 
 class Conv2d(Module):
@@ -78,7 +115,7 @@ class Conv2d(Module):
         self.weight = Parameter(uniform_fan_in(rng, (self.out_channels, self.in_channels, kh, kw),
                                                fan_in, dtype))
         self.bias = Parameter(uniform_fan_in(rng, (self.out_channels,), fan_in, dtype)) if bias else None
-        self.impl = impl or DEFAULT_IMPL
+        self.impl = check_impl("Conv2d", impl)
         self._cache = None
 
     def extra_repr(self):
@@ -97,20 +134,37 @@ class Conv2d(Module):
 
     def forward(self, x):
         self._check(x)
-        if self.impl == "reference":
+        path = self.path_for(x)
+        if path == "reference":
             return self._forward_reference(x)
-        if self._use_band(x.shape):
+        if path == "band":
             return self._forward_band(x)
-        return self._forward_fast(x)
+        return self._forward_columns(x, wide=path == "wide")
 
     def backward(self, grad_out, input_grad=True):
         if self._cache is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
-        if self.impl == "reference":
+        if isinstance(self._cache, _ReferenceCache):
             return self._backward_reference(grad_out, input_grad)
-        if self._cache[0] == "band":
+        if isinstance(self._cache, _BandCache):
             return self._backward_band(grad_out, input_grad)
-        return self._backward_fast(grad_out, input_grad)
+        return self._backward_columns(grad_out, input_grad)
+
+    def path_for(self, x) -> str:
+        """The implementation that runs for input x: ``impl``, or the backend's choice for "auto"."""
+        impl = "auto" if self.impl == "fast" else self.impl
+        stride1 = self.stride == (1, 1)
+        if impl in ("wide", "band") and not stride1:
+            raise ValueError(f"{self!r}: impl={impl!r} needs stride 1")
+        if impl == "band" and self.in_channels != 1:
+            raise ValueError(f"{self!r}: impl='band' needs one input channel")
+        if impl != "auto":
+            return impl
+        if backend.on_gpu(backend.get_array_module(x)):
+            return "strided"
+        if self._use_band(x.shape):
+            return "band"
+        return "wide" if stride1 else "strided"
 
     def _use_band(self, x_shape):
         """The band form (im2col.py) for one input channel, stride 1 and narrow images, where
@@ -127,7 +181,7 @@ class Conv2d(Module):
         y = xp.tensordot(cols, self.weight.data, ((1, 2, 3), (1, 2, 3)))  # (N, OH, OW, O)
         if self.bias is not None:
             y = y + self.bias.data
-        self._cache = (x.shape, cols)
+        self._cache = _ReferenceCache(x.shape, cols)
         return xp.ascontiguousarray(y.transpose(0, 3, 1, 2))       # (N, O, OH, OW)
 
     def _backward_reference(self, grad_out, input_grad):
@@ -151,18 +205,18 @@ class Conv2d(Module):
         o = self.out_channels
         oh, ow, wp = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1, w + 2 * pw
         band = image_bands(pad2d(x[:, 0], ph, pw), kh)                # (N*OH, KH*WP)
-        rows, cols = band_index(xp, kh, kw, wp, ow, o)
+        rows, cols = band_index(xp, kh, kw, wp, ow, o)               # cached per shape
         t = xp.zeros((kh * wp, o * ow), dtype=x.dtype)                # the banded weights
         t[rows, cols] = self.weight.data[:, 0, :, :, None]
         y = band @ t                                                  # (N*OH, O*OW)
         if self.bias is not None:
             y += xp.repeat(self.bias.data, ow)
-        self._cache = ("band", x.shape, band, t, (rows, cols))
+        self._cache = _BandCache(x.shape, band, t, (rows, cols))
         return y.reshape(n, oh, o, ow).transpose(0, 2, 1, 3)          # view (N, O, OH, OW)
 
     def _backward_band(self, grad_out, input_grad):
         xp = backend.get_array_module(grad_out)
-        _, x_shape, band, t, (rows, cols) = self._cache
+        x_shape, band, t, (rows, cols) = self._cache
         n, _, h, w = x_shape
         kh, (ph, pw) = self.kernel_size[0], self.padding
         _, o, oh, ow = grad_out.shape
@@ -180,13 +234,13 @@ class Conv2d(Module):
             dx[:, i:i + oh] += dband[:, :, i]                         # to the image row it read
         return dx[:, None, ph:ph + h, pw:pw + w]
 
-    # -- fast: one matrix product in (O, N, OH, OW) memory order ---------------------------
-    def _forward_fast(self, x):
+    # -- strided and wide: one matrix product in (O, N, OH, OW) memory order ----------------
+    def _forward_columns(self, x, wide):
         xp = backend.get_array_module(x)
         n, c, h, w = x.shape
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         x_cnhw = x.transpose(1, 0, 2, 3)        # free when x already lives in that memory order
-        if (sh, sw) == (1, 1):
+        if wide:
             cols, (oh, ow, wp) = im2col_wide(x_cnhw, kh, kw, ph, pw)   # (C*KH*KW, N*OH*WP)
         else:
             oh = conv_output_size(h, kh, sh, ph)
@@ -199,13 +253,13 @@ class Conv2d(Module):
         y = wm @ cols                                                   # (O, N*OH*WP)
         if self.bias is not None:
             y += self.bias.data[:, None]
-        self._cache = (x.shape, cols, wp)
+        self._cache = _ColumnsCache(x.shape, cols, wp, wide)
         y = y.reshape(self.out_channels, n, oh, wp)[..., :ow]          # drop the junk columns
         return y.transpose(1, 0, 2, 3)                                 # view (N, O, OH, OW)
 
-    def _backward_fast(self, grad_out, input_grad):
+    def _backward_columns(self, grad_out, input_grad):
         xp = backend.get_array_module(grad_out)
-        x_shape, cols, wp = self._cache
+        x_shape, cols, wp, wide = self._cache
         n, c, h, w = x_shape
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         g = grad_out.transpose(1, 0, 2, 3)                              # (O, N, OH, OW)
@@ -221,7 +275,7 @@ class Conv2d(Module):
             self.bias.accumulate(g.sum(axis=1))
         if not input_grad:
             return None
-        if (sh, sw) == (1, 1):                 # col2im_wide(Wm.T @ g), one kernel row at a time
+        if wide:                               # col2im_wide(Wm.T @ g), one kernel row at a time
             dx = conv_transpose_wide(self.weight.data, g, (c, n, h, w), ph, pw)
         else:
             dcols = self.weight.data.reshape(o, -1).T @ g              # (C*KH*KW, N*OH*OW)

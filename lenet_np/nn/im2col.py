@@ -23,6 +23,8 @@ receives the sum. For any x and c:  <im2col(x), c> == <x, col2im(c)>.
 
 from __future__ import annotations
 
+import functools
+
 from .. import backend
 
 
@@ -162,8 +164,12 @@ def conv_transpose_wide(weight, g, x_shape_cnhw, ph: int = 0, pw: int = 0):
 # It does WP/KW times the multiply-adds of im2col, but copies KW times fewer values and
 # gives BLAS a product with two dimensions over a hundred instead of 6 x 25 x (N*OH*WP).
 
+@functools.lru_cache(maxsize=32)
 def band_index(xp, kh: int, kw: int, wp: int, ow: int, o: int):
-    """(rows, cols) of T where W[o, 0, i, j] goes for each ow, each of shape (O, KH, KW, OW)."""
+    """(rows, cols) of T where W[o, 0, i, j] goes for each ow, each of shape (O, KH, KW, OW).
+
+    They depend only on the shapes, so they are built once per shape and device (cached);
+    callers only read them."""
     oo, ii, jj, ww = xp.indices((o, kh, kw, ow))
     return ii * wp + ww + jj, oo * ow + ww
 

@@ -9,33 +9,56 @@ Max pooling
     backward  each window sends its whole gradient to ONE element: the first
               maximum in row-major order (as torch does, also on ties). Where
               windows overlap, a pixel that wins several windows sums their
-              gradients (+=, never =).
+              gradients (+=, never =). Torch's rule for the rare cases, on both
+              backends: a window holding NaN outputs NaN and routes to its last
+              NaN; a window of only -inf routes to its first real pixel, never
+              into the padding.
 
 Average pooling (torch's defaults: zero padding counted in the average)
     forward   y = mean of the window of x_pad
     backward  every element of a window receives grad / (KH*KW)
 
-Two implementations of max pooling, both general:
+Two implementations of max pooling, both general, both on NumPy and CuPy:
 
 * ``impl="reference"``: the window view (N, C, OH, OW, KH*KW), ``argmax`` over the
-  last axis, and a scatter-add of the gradient to the winning positions.
-* ``impl="fast"`` (default): a loop over the KH*KW kernel offsets, each a strided
+  last axis, and a scatter-add (``xp.add.at``) of the gradient to the winning positions.
+  A few large operations: the choice on a GPU.
+* ``impl="offsets"``: a loop over the KH*KW kernel offsets, each a strided
   slice of the input the size of the output. The forward keeps a running maximum
   and the offset that first reached it; the backward adds the gradient into the
-  slice of each offset where that offset won. No (.., KH*KW) copy, no scatter.
+  slice of each offset where that offset won. No (.., KH*KW) copy, no scatter: the
+  choice on the CPU, where each pass stays in the cache.
   In eval mode the forward keeps only the maximum (one ufunc per offset, not four) and the
   winners are found from the kept input if a backward comes after all.
+
+``impl="auto"`` (the default; ``"fast"`` is the same) picks ``offsets`` on the CPU and
+``reference`` on a GPU.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
 from .. import backend
 from .checks import check_input, check_spatial, pair
-from .conv import DEFAULT_IMPL
+from .conv import check_impl
 from .im2col import col2im, conv_output_size, pad2d, windows
 from .module import Module
+
+POOL_IMPLS = ("auto", "fast", "reference", "offsets")
+
+
+class _WindowCache(NamedTuple):
+    x_shape: tuple
+    arg: object           # (N, C, OH, OW) the winner's offset k = i*KW + j in each window
+
+
+class _OffsetsCache(NamedTuple):
+    x_shape: tuple
+    arg: object           # (N, C, OH, OW) winners, or None after an eval-mode forward ...
+    x_pad: object         # ... which keeps the padded input instead, to route if asked
 
 
 class _Pool2d(Module):
@@ -51,7 +74,7 @@ class _Pool2d(Module):
         if self.padding[0] > kh // 2 or self.padding[1] > kw // 2:
             raise ValueError(f"{type(self).__name__}: padding should be at most half of kernel_size "
                              f"(as in torch), got padding={padding}, kernel_size={kernel_size}")
-        self.impl = impl or DEFAULT_IMPL
+        self.impl = check_impl(type(self).__name__, impl, POOL_IMPLS)
         self._cache = None
 
     def extra_repr(self):
@@ -75,22 +98,35 @@ class _Pool2d(Module):
             for j in range(kw):
                 yield i * kw + j, (Ellipsis, slice(i, i + sh * oh, sh), slice(j, j + sw * ow, sw))
 
+    def _first_real(self, xp, oh, ow):
+        """(OH, OW): the offset k of each window's first pixel that is not padding."""
+        (kw, (sh, sw), (ph, pw)) = self.kernel_size[1], self.stride, self.padding
+        i0 = xp.maximum(ph - xp.arange(oh) * sh, 0)
+        j0 = xp.maximum(pw - xp.arange(ow) * sw, 0)
+        return i0[:, None] * kw + j0[None, :]
+
 
 class MaxPool2d(_Pool2d):
     def forward(self, x):
         self._check(x)
-        if self.impl == "reference":
+        if self.path_for(x) == "reference":
             return self._forward_reference(x)
-        return self._forward_fast(x)
+        return self._forward_offsets(x)
 
     def backward(self, grad_out, input_grad=True):
         if self._cache is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
         if not input_grad:
             return None
-        if self.impl == "reference":
+        if isinstance(self._cache, _WindowCache):
             return self._backward_reference(grad_out)
-        return self._backward_fast(grad_out)
+        return self._backward_offsets(grad_out)
+
+    def path_for(self, x) -> str:
+        """The implementation that runs for input x: ``impl``, or the backend's choice for "auto"."""
+        if self.impl in ("reference", "offsets"):
+            return self.impl
+        return "reference" if backend.on_gpu(backend.get_array_module(x)) else "offsets"
 
     # -- reference: argmax over the window view, scatter-add back ------------------------
     def _forward_reference(self, x):
@@ -100,9 +136,14 @@ class MaxPool2d(_Pool2d):
         win = windows(pad2d(x, ph, pw, -np.inf), kh, kw, sh, sw)   # (N, C, KH, KW, OH, OW)
         oh, ow = win.shape[-2:]
         win = win.transpose(0, 1, 4, 5, 2, 3).reshape(n, c, oh, ow, kh * kw)
-        arg = win.argmax(axis=-1)                                   # first maximum, NaN wins
+        arg = win.argmax(axis=-1)                                   # the first maximum
+        nan = xp.isnan(win)                                         # torch: the last NaN wins
+        last_nan = kh * kw - 1 - nan[..., ::-1].argmax(axis=-1)
+        arg = xp.where(nan.any(axis=-1), last_nan, arg)
         y = xp.take_along_axis(win, arg[..., None], axis=-1)[..., 0]
-        self._cache = (x.shape, arg)
+        if ph or pw:                       # a window of -inf: its first real pixel, as torch
+            arg = xp.where(y == -np.inf, self._first_real(xp, oh, ow), arg)
+        self._cache = _WindowCache(x.shape, arg)
         return y
 
     def _backward_reference(self, grad_out):
@@ -117,11 +158,11 @@ class MaxPool2d(_Pool2d):
         cols = xp.arange(ow)[None, :] * sw + arg % kw
         dx_pad = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=grad_out.dtype)
         nn_, cc = xp.ogrid[:n, :c]
-        backend.scatter_add(dx_pad, (nn_[..., None, None], cc[..., None, None], rows, cols), grad_out)
+        xp.add.at(dx_pad, (nn_[..., None, None], cc[..., None, None], rows, cols), grad_out)
         return dx_pad[:, :, ph:ph + h, pw:pw + w]
 
-    # -- fast: a loop over kernel offsets on strided slices ------------------------------
-    def _forward_fast(self, x):
+    # -- offsets: a loop over kernel offsets on strided slices ---------------------------
+    def _forward_offsets(self, x):
         xp = backend.get_array_module(x)
         ph, pw = self.padding
         oh, ow = self._out_size(x.shape)
@@ -133,16 +174,17 @@ class MaxPool2d(_Pool2d):
             y = x_pad[offsets[0][1]].copy(order="K")
             for _, sl in offsets[1:]:
                 xp.maximum(y, x_pad[sl], out=y)
-            self._cache = (x.shape, None, x_pad)
+            self._cache = _OffsetsCache(x.shape, None, x_pad)
             return y
         y, arg = self._max_and_arg(x_pad, offsets)
-        self._cache = (x.shape, arg, None)
+        self._cache = _OffsetsCache(x.shape, arg, None)
         return y
 
     def _max_and_arg(self, x_pad, offsets):
         """The running maximum over the kernel offsets and the offset that first reached it."""
         xp = backend.get_array_module(x_pad)
         kh, kw = self.kernel_size
+        gpu = backend.on_gpu(xp)
         y = x_pad[offsets[0][1]].copy(order="K")   # running maximum, same memory order as x
         arg = xp.zeros_like(y, dtype=np.uint8 if kh * kw <= 256 else np.int32)
         better = xp.empty_like(y, dtype=bool)
@@ -150,14 +192,15 @@ class MaxPool2d(_Pool2d):
         for k, sl in offsets[1:]:
             candidate = x_pad[sl]
             xp.greater(candidate, y, out=better)     # strictly greater: the first maximum stays
+            if gpu:                                  # torch's rule: (c > best) | isnan(c)
+                better |= xp.isnan(candidate)
             xp.maximum(y, candidate, out=y)          # (NaN propagates, as in torch)
             # offsets come in increasing k, so the latest winner is the largest k that won
             xp.multiply(better, arg.dtype.type(k), out=won)
             xp.maximum(arg, won, out=arg)
-        # Rare: a NaN in a window. Replay the winners with torch's rule (c > best) | isnan(c).
-        # Only on the CPU: on CUDA, reading the flag back would sync the device every step
-        # (there a NaN window still outputs NaN; its gradient goes to another element).
-        if xp is np and xp.isnan(y).any():
+        # On the CPU, where reading a flag back is free, torch's NaN rule runs only for the
+        # rare output that holds a NaN: replay the winners with (c > best) | isnan(c).
+        if not gpu and xp.isnan(y).any():
             best = x_pad[offsets[0][1]].copy(order="K")
             arg[...] = 0
             for k, sl in offsets[1:]:
@@ -165,9 +208,12 @@ class MaxPool2d(_Pool2d):
                 take = (candidate > best) | xp.isnan(candidate)
                 xp.copyto(best, candidate, where=take)
                 xp.copyto(arg, k, where=take)
+        if self.padding != (0, 0):           # a window of -inf: its first real pixel, as torch
+            oh, ow = y.shape[-2:]
+            xp.copyto(arg, self._first_real(xp, oh, ow).astype(arg.dtype), where=y == -np.inf)
         return y, arg
 
-    def _backward_fast(self, grad_out):
+    def _backward_offsets(self, grad_out):
         xp = backend.get_array_module(grad_out)
         x_shape, arg, x_pad = self._cache
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
@@ -175,7 +221,7 @@ class MaxPool2d(_Pool2d):
         oh, ow = grad_out.shape[-2:]
         if arg is None:                          # forward ran in eval mode: route now
             _, arg = self._max_and_arg(x_pad, list(self._offsets(oh, ow)))
-            self._cache = (x_shape, arg, None)
+            self._cache = _OffsetsCache(x_shape, arg, None)
         overlap = sh < kh or sw < kw
         # (C, N, H, W) memory order, returned as an (N, C, H, W) view: matches the conv layout
         alloc = xp.zeros if (overlap or sh > kh or sw > kw or ph or pw

@@ -61,7 +61,7 @@ def _sections(text: str) -> str:
     return text
 
 
-def parse_args(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0]
                                 .replace("``", ""))
     p.add_argument("--quick", action="store_true", help="a fraction of the epoch and fewer samples (~2 minutes)")
@@ -75,7 +75,11 @@ def parse_args(argv=None):
                    help=f"comma-separated sections to run: {', '.join(SECTIONS)} (default: all)")
     p.add_argument("--child", choices=CHILDREN, help=argparse.SUPPRESS)
     p.add_argument("--child-batches", type=cli.positive_int, default=30, help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
 
 
 def log(*args, **kwargs):

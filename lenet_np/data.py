@@ -216,8 +216,8 @@ def _find_file(directory: Path, name: str) -> Path | None:
 def find_data_dir(data_dir=None) -> Path:
     """The first directory of the search path that holds all four files (each ``X`` or ``X.gz``).
 
-    With ``data_dir`` only that directory is searched. Raises DataError listing every
-    place looked at and what was missing there.
+    With ``data_dir`` only that directory is searched (and the DataError is one line).
+    Raises DataError listing every place looked at and what was missing there.
     """
     tried = []
     for directory, origin in candidate_dirs(data_dir):
@@ -225,6 +225,9 @@ def find_data_dir(data_dir=None) -> Path:
         if not missing:
             return directory
         why = "no such directory" if not directory.is_dir() else "missing " + ", ".join(missing)
+        if data_dir is not None:            # one place, one line
+            raise DataError(f"Fashion-MNIST not found in {directory} ({origin}): {why} (each gzipped or not); "
+                            f"{FIX}, or pass a directory that holds the four files")
         tried.append(f"  {directory} ({origin}): {why}")
     raise DataError("Fashion-MNIST not found; looked for " + ", ".join(FILES.values())
                     + " (each gzipped or not) in:\n" + "\n".join(tried)
@@ -394,7 +397,7 @@ def _url(text: str) -> str:
     return text
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lenet_np.data",
                                 description="Find, verify or download Fashion-MNIST.")
     p.add_argument("--data-dir", type=cli.existing_dir, default=None, help="look only in this directory")
@@ -406,6 +409,11 @@ def main(argv=None) -> int:
     p.add_argument("--force", action="store_true", help="with --download: download even if a copy exists")
     p.add_argument("--url", type=_url, default=None,
                    help=f"with --download: URL base (default: ${URL_ENV} or {DEFAULT_URL})")
+    return p
+
+
+def main(argv=None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     if not args.download and (args.dest or args.force or args.url):
         p.error("--dest, --force and --url go with --download")

@@ -359,9 +359,10 @@ def test_trace_and_visualize_refuse_a_data_dir_without_data(capsys, tmp_path):
     assert visualize.main(["--checkpoint", str(ck), "--out", str(tmp_path / "out"),
                            "--data-dir", str(tmp_path / "empty")]) == 1
     err = capsys.readouterr().err.splitlines()
-    assert err == [f"error: --data-dir {tmp_path / 'empty'}: no Fashion-MNIST there: missing "
-                   "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
-                   "t10k-labels-idx1-ubyte (each gzipped or not)"] * 2
+    assert len(err) == 2 and err[0] == err[1]
+    assert err[0].startswith(f"error: Fashion-MNIST not found in {tmp_path / 'empty'} (the data_dir argument): "
+                             "missing train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+                             "t10k-labels-idx1-ubyte (each gzipped or not); run `make data`")
 
 
 def test_trace_batch_larger_than_the_test_set(capsys, tmp_path):

@@ -321,3 +321,19 @@ def test_atomic_write_leaves_the_old_file_and_no_temporary(tmp_path, error):
     with pytest.raises(error):
         checkpoint.atomic_write(path, fail_half_way)
     assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["ck.npz"]
+
+
+def test_ctrl_c_while_evaluating_keeps_the_checkpoint_and_says_how_to_resume(toy, tmp_path, capsys, monkeypatch):
+    ck = tmp_path / "ck.npz"
+    assert run(toy, "--epochs", 1, "--checkpoint", ck) == 0
+    before = ck.read_bytes()
+
+    def ctrl_c(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "accuracy", ctrl_c)
+    assert run(toy, "--epochs", 2, "--checkpoint", ck, "--resume", ck) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == (f"interrupted; the last good checkpoint stays at {ck}; resume with: python -m lenet_np.train "
+                   f"--resume {ck} --data-dir {toy} --device cpu --batch-size 32 --quiet --epochs 2 --checkpoint {ck}")
+    assert ck.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["ck.npz", "data"]

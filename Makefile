@@ -20,8 +20,11 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 # torch==2.13.0 is pinned in setup.cfg: an unpinned torch would pull a multi-GB CUDA build
+# CuPy imports without a GPU: the tests check the CuPy stand-in's names against it (only
+# where no CuPy build is installed yet, so a CUDA 12 machine keeps its cupy-cuda12x)
 $(STAMP): setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test,progress]'
+	$(BIN)/python -c 'import cupy' 2>/dev/null || $(BIN)/python -m pip install -q 'cupy-cuda13x>=14'
 	touch $@
 
 data: $(STAMP)

@@ -530,25 +530,28 @@ def loss_and_optimizer_fns(runner, x, y):
     return (lambda: loss_fn.forward(logits, y)), loss_fn.backward, runner.opt.step
 
 
-def layer_benchmark(timer, device="cpu", batch=BATCH_SIZE, torch_threads=None, log=print) -> dict:
+def layer_benchmark(timer, device="cpu", batch=BATCH_SIZE, torch_threads=None, log=print,
+                    torch_device=None) -> dict:
     """Forward and backward of every LeNet layer, lenet_np ``fast`` and ``reference`` against torch,
     then the loss, the Adam step and the whole training step; ``timer(contenders)`` -> name -> Stats
-    (``contenders``: name -> (fn, sync)). Returns layer name -> {kind, input, forward, backward}."""
+    (``contenders``: name -> (fn, sync)). Returns layer name -> {kind, input, forward, backward}.
+    Torch runs on ``torch_device`` (default: ``device``; "cpu" where torch has no CUDA)."""
     from lenet_np import backend
 
     torch = import_torch(torch_threads)
+    torch_device = torch_device or device
     x, y = random_batch(batch, seed=1)
     xd, yd = backend.to_device(x, device), backend.to_device(y, device)
     nets = {impl: make_lenet_np(0, impl, device) for impl in ("fast", "reference")}
     cases = {impl: lenet_np_layer_cases(net, xd, yd) for impl, net in nets.items()}
-    tnet = make_torch_lenet(0, device)
+    tnet = make_torch_lenet(0, torch_device)
     np_sync = backend.synchronize if device == "cuda" else noop
-    torch_sync = torch.cuda.synchronize if device == "cuda" else noop
+    torch_sync = torch.cuda.synchronize if torch_device == "cuda" else noop
     syncs = {"fast": np_sync, "reference": np_sync, "torch": torch_sync}
     out = {}
     for i, name in enumerate(LAYER_NAMES):
         fns = {impl: lenet_np_layer_fns(cases[impl][i]) for impl in nets}
-        fns["torch"] = torch_layer_fns(tnet, cases["fast"][i], device)
+        fns["torch"] = torch_layer_fns(tnet, cases["fast"][i], torch_device)
         fwd = timer({k: (f[0], syncs[k]) for k, f in fns.items()})
         bwd = timer({k: (f[1], syncs[k]) for k, f in fns.items()})
         case = cases["fast"][i]
@@ -558,7 +561,7 @@ def layer_benchmark(timer, device="cpu", batch=BATCH_SIZE, torch_threads=None, l
             f"{k} {fmt_time(fwd[k].median)} + {fmt_time(bwd[k].median)}" for k in fns))
     runners = {"fast": LenetNpRunner(device=device, impl="fast"),
                "reference": LenetNpRunner(device=device, impl="reference"),
-               "torch": TorchRunner(device=device, threads=torch_threads)}
+               "torch": TorchRunner(device=torch_device, threads=torch_threads)}
     xy = {k: (r.device_array(x), r.device_array(y)) for k, r in runners.items()}
     rest = {k: loss_and_optimizer_fns(r, *xy[k]) for k, r in runners.items()}
     out["loss"] = {"kind": "CrossEntropyLoss", "input": (batch, 10),

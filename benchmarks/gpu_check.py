@@ -6,8 +6,8 @@ Run from the repository root. Needs CuPy and a CUDA device (PyTorch with CUDA fo
 columns, matplotlib for the plot; both optional). Under eight minutes:
 
 1. the GPU: name, memory, compute capability, CUDA runtime and driver, library versions;
-2. ``python -m pytest -q -x tests/`` (the suite runs its CuPy cases where a GPU is present),
-   with a time limit so the benchmarks still run;
+2. ``python -m pytest -q -rfE tests/``: the whole suite, its CuPy cases on the GPU, every
+   failure collected (no ``-x``), with a time limit so the benchmarks still run;
 3. one training epoch (60,000 examples, batch 256, Adam) and one test-set evaluation:
    lenet_np on CuPy (data moved to the device once, one sync per epoch) against torch CUDA
    eager, lenet_np on NumPy and torch on the CPU (a fraction of the epoch, scaled);
@@ -19,7 +19,9 @@ columns, matplotlib for the plot; both optional). Under eight minutes:
 Writes ``gpu-YYYY-MM-DD.md``, ``.json`` and ``.png`` into ``$OUT`` when set, else into
 ``benchmarks/results/``, and copies everything it prints into ``gpu-check.log`` there.
 Without CuPy or a GPU it says so and exits with status 2. ``--cpu-smoke`` runs the same code
-with the CPU contenders only, tiny and fast: a check of this script on a machine without a GPU.
+paths on a machine without a GPU, tiny and fast: device "cuda" is then the test suite's NumPy-backed
+CuPy stand-in (``tests/cupy_standin.py``), pytest runs one small test file, and wall-clock time
+stands in for GPU time. A check of this script before it gets its one try on a GPU.
 """
 
 from __future__ import annotations
@@ -44,10 +46,12 @@ EXIT_NO_GPU = 2
 
 PROFILES = {
     # budget_s: the whole script; e2e fractions of the epoch for the CPU contenders
-    "gpu": dict(budget_s=450, pytest_timeout=240, e2e_repeats=3, cpu_fraction=0.1, gpu_fraction=1.0,
+    "gpu": dict(budget_s=450, pytest_timeout=240, pytest_targets=("tests/",),
+                e2e_repeats=3, cpu_fraction=0.1, gpu_fraction=1.0,
                 layer_repeats=5, layer_min=0.02, kernel_repeat=30, sweep_repeats=3, sweep_min=0.05,
                 sweep=SWEEP_BATCHES, settle=0.05),
-    "cpu-smoke": dict(budget_s=300, pytest_timeout=0, e2e_repeats=2, cpu_fraction=0.01, gpu_fraction=0.01,
+    "cpu-smoke": dict(budget_s=300, pytest_timeout=120, pytest_targets=("tests/test_cupy_standin.py",),
+                      e2e_repeats=2, cpu_fraction=0.01, gpu_fraction=0.01,
                       layer_repeats=2, layer_min=0.002, kernel_repeat=3, sweep_repeats=2, sweep_min=0.002,
                       sweep=(1, 4, 16), settle=0.02),
 }
@@ -82,7 +86,7 @@ def parse_args(argv=None):
     p.add_argument("--out", type=Path, default=None,
                    help="report directory (default: $OUT when set, else benchmarks/results)")
     p.add_argument("--cpu-smoke", action="store_true",
-                   help="no GPU: run this script's code with the CPU contenders only, tiny sizes, no pytest")
+                   help="no GPU: run this script's code paths on the CuPy stand-in, tiny sizes, one test file")
     p.add_argument("--skip-tests", action="store_true", help="do not run pytest")
     p.add_argument("--pytest-timeout", type=float, default=None, help="seconds for pytest (default: 240)")
     p.add_argument("--budget", type=float, default=None, help="seconds for the whole script (default: 450)")
@@ -90,12 +94,23 @@ def parse_args(argv=None):
 
 
 # -- the device ---------------------------------------------------------------------------------------
+def use_standin():
+    """Device "cuda" becomes the tests' NumPy-backed CuPy stand-in (for --cpu-smoke)."""
+    from lenet_np import backend
+    from tests import cupy_standin
+
+    backend.use_cuda_module(cupy_standin.module)
+
+
 def detect_gpu():
-    """(info dict, None) when CuPy sees a CUDA device, else (None, the reason)."""
+    """(info dict, None) when the CUDA array module sees a device, else (None, the reason)."""
     try:
-        import cupy
+        from lenet_np import backend
     except Exception as exc:
-        return None, f"CuPy does not import ({type(exc).__name__}: {exc})"
+        return None, f"lenet_np does not import ({type(exc).__name__}: {exc})"
+    cupy = backend.cuda_module()
+    if cupy is None:
+        return None, "CuPy is not installed, or does not import"
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:
@@ -145,9 +160,10 @@ def nvidia_smi():
 
 
 # -- the tests ------------------------------------------------------------------------------------------
-def run_pytest(timeout):
-    """``python -m pytest -q -x tests/`` with its output streamed through our log; killed after timeout."""
-    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "tests/"]
+def run_pytest(timeout, targets=("tests/",)):
+    """``python -m pytest -q -rfE tests/`` with its output streamed through our log; killed after
+    timeout. Every failure is collected, none stops the run."""
+    cmd = [sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", *targets]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     log(f"$ python {' '.join(cmd[1:])}   (time limit {timeout:.0f} s)")
     t0 = time.perf_counter()
@@ -160,11 +176,13 @@ def run_pytest(timeout):
         proc.kill()
     timer = threading.Timer(timeout, kill)
     timer.start()
-    tail = []
+    tail, failures = [], []
     try:
         for line in proc.stdout:
             log(line, end="")
             tail = (tail + [line.rstrip()])[-5:]
+            if line.startswith(("FAILED ", "ERROR ")):
+                failures.append(line.rstrip())
         rc = proc.wait()
     finally:
         timer.cancel()
@@ -172,7 +190,8 @@ def run_pytest(timeout):
     summary = next((t for t in reversed(tail) if t.strip()), "")
     if timed_out.is_set():
         log(f"pytest: stopped after {timeout:.0f} s (time limit), so that the benchmarks still run")
-    return {"rc": rc, "seconds": seconds, "timed_out": timed_out.is_set(), "summary": summary}
+    return {"rc": rc, "seconds": seconds, "timed_out": timed_out.is_set(), "summary": summary,
+            "command": "python " + " ".join(cmd[1:]), "failures": failures}
 
 
 # -- the benchmarks ---------------------------------------------------------------------------------------
@@ -281,7 +300,8 @@ def build_report(meta, machine, gpu, tinfo, tests, e2e, layers, kernels, sweep, 
     else:
         state = ("stopped at the time limit" if tests["timed_out"] else "passed" if tests["rc"] == 0
                  else f"FAILED (exit {tests['rc']})")
-        md += [f"`python -m pytest -q -x tests/`: {state} in {tests['seconds']:.0f} s: `{tests['summary']}`", ""]
+        md += [f"`{tests['command']}`: {state} in {tests['seconds']:.0f} s: `{tests['summary']}`", ""]
+        md += [f"- `{line}`" for line in tests["failures"]] + ([""] if tests["failures"] else [])
     if e2e:
         md += ["## One epoch", "",
                f"LeNet (sigmoid, max pooling), Adam lr 1e-3, batch 256; data: {e2e['data']}. On the GPU the uint8 "
@@ -327,9 +347,10 @@ def main(argv=None) -> int:
     deadline = t_start + prof["budget_s"]
     log(f"# lenet_np GPU check, {dt.datetime.now().isoformat(timespec='seconds')}, report in {out_dir}")
 
-    gpu = None
+    if args.cpu_smoke:
+        use_standin()
+    gpu, why = detect_gpu()
     if not args.cpu_smoke:
-        gpu, why = detect_gpu()
         if gpu is None:
             log(f"gpu_check: no GPU to check: {why}.\n"
                 "This script needs CuPy and a CUDA device (pip install cupy-cuda13x, or the build for your CUDA). "
@@ -355,9 +376,9 @@ def main(argv=None) -> int:
         log(f"nvidia-smi: {smi}")
 
     tests = None
-    if not (args.skip_tests or args.cpu_smoke):
+    if not args.skip_tests:
         log("\n## Tests")
-        tests = run_pytest(prof["pytest_timeout"])
+        tests = run_pytest(prof["pytest_timeout"], prof["pytest_targets"])
 
     on_gpu = gpu is not None
     use_torch_cuda = on_gpu and tinfo.get("cuda")
@@ -386,11 +407,14 @@ def main(argv=None) -> int:
     try:
         if left() < 60:
             raise TimeoutError("skipped: out of time")
-        layers = C.layer_benchmark(wall_timer(prof, "layer"), device=layer_device, log=log)
+        torch_device = "cuda" if use_torch_cuda else "cpu"
+        layers = C.layer_benchmark(wall_timer(prof, "layer"), device=layer_device, log=log,
+                                   torch_device=torch_device)
         log(C.layers_table(layers))
         if on_gpu:
             log("  GPU time per call (cupyx.profiler.benchmark):")
-            kernels = C.layer_benchmark(kernel_timer(prof["kernel_repeat"]), device="cuda", log=log)
+            timer = wall_timer(prof, "layer") if args.cpu_smoke else kernel_timer(prof["kernel_repeat"])
+            kernels = C.layer_benchmark(timer, device="cuda", log=log, torch_device=torch_device)
             log(C.layers_table(kernels))
     except Exception as exc:
         errors["layers"] = f"{type(exc).__name__}: {exc}"

@@ -81,7 +81,7 @@ class LeNet(Module):
 
     def forward(self, img):
         check_input(self.conv[0], img, "(N, 1, 28, 28)", ndim=4, channels=1,
-                    dtype=self.conv[0].weight.dtype)
+                    dtype=self.conv[0].weight.dtype, params=self.conv[0].weight.data)
         if img.shape[2:] != (28, 28):
             raise ValueError(f"LeNet: expected input of shape (N, 1, 28, 28), got shape {tuple(img.shape)}")
         feature = img

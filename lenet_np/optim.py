@@ -5,8 +5,8 @@ gradient are skipped, as in torch. State is created lazily on the parameter's
 device, so move the network (``net.to("cuda")``) before the first ``step()``.
 
 ``state_dict()`` returns a flat dict of NumPy arrays and numbers (safe for
-``np.savez``), ``load_state_dict()`` restores it exactly, so training resumes
-bit for bit.
+``np.savez``), ``load_state_dict()`` restores it exactly (from NumPy or CuPy arrays, onto
+each parameter's device), so training resumes bit for bit.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class Optimizer:
         for key, value in state_dict.items():
             parts = key.split(".")
             if parts[0] == "hyper" and len(parts) == 2 and parts[1] in self.hyperparameters:
-                hyper[parts[1]] = np.asarray(value)
+                hyper[parts[1]] = backend.as_numpy(value)
                 continue
             if parts[0] != "state" or len(parts) != 3 or not parts[1].isdigit():
                 raise KeyError(f"{type(self).__name__}.load_state_dict: unexpected key {key!r}")
@@ -64,7 +64,7 @@ class Optimizer:
                 raise ValueError(f"{type(self).__name__}.load_state_dict: state for parameter {i}, "
                                  f"but the optimizer has {len(self.params)} parameters")
             p = self.params[i]
-            value = np.asarray(value)
+            value = backend.as_numpy(value)           # NumPy or device arrays alike
             if parts[2] == "step":
                 new_state[i]["step"] = int(value)
                 continue

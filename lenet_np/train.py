@@ -347,6 +347,11 @@ def run(args) -> list:
                 correct += (logits.argmax(axis=1) == y).sum()
                 seen += len(y)
                 if (step + 1) % check_every == 0 or step + 1 == total:
+                    try:
+                        loss_fn.check()          # labels out of range, found on the GPU
+                    except ValueError as exc:
+                        raise TrainingError(f"{exc} (epoch {epoch}, by step {step + 1}/{total}); the "
+                                            "training labels must be class indices 0..9") from None
                     window = losses[:step + 1]
                     if not bool(xp.isfinite(window).all()):
                         bad = int(xp.argmax(~xp.isfinite(window)))

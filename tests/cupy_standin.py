@@ -410,7 +410,7 @@ def _build_module():
     mod.cuda = types.SimpleNamespace(
         runtime=types.SimpleNamespace(getDeviceCount=lambda: 1, getDeviceProperties=lambda i: {
             "name": b"cupy stand-in (NumPy)", "totalGlobalMem": 0, "major": 0, "minor": 0,
-            "multiProcessorCount": 0}),
+            "multiProcessorCount": 0}, runtimeGetVersion=lambda: 0, driverGetVersion=lambda: 0),
         Device=_Device)
     return mod
 

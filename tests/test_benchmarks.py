@@ -57,12 +57,16 @@ def test_flop_count_matches_the_layer_shapes():
 
 def test_gpu_check_script_runs_end_to_end_on_the_cpu(tmp_path):
     """`make gpu-check` gets one try on a lent GPU: its --cpu-smoke mode runs the same code
-    with the CPU contenders, so a broken script shows here, not on the GPU's clock."""
+    on the CuPy stand-in (pytest on one file, the cupy contender, every section), so a broken
+    script shows here, not on the GPU's clock."""
     repo = Path(__file__).resolve().parent.parent
-    run = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--cpu-smoke", "--skip-tests",
+    run = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--cpu-smoke",
                           "--out", str(tmp_path)], cwd=repo, capture_output=True, text=True, timeout=600,
                          env={**os.environ, "PYTHONPATH": str(repo)})
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "Traceback" not in run.stdout + run.stderr
     reports = sorted(p.name for p in tmp_path.iterdir())
     assert any(n.endswith("-cpu-smoke.md") for n in reports) and "gpu-check.log" in reports, reports
+    report = next(tmp_path.glob("*-cpu-smoke.md")).read_text()
+    assert "tests/test_cupy_standin.py`: passed" in report and "lenet_np-cupy" in report
+    assert "FAILED" not in report and "## Errors" not in report, report

@@ -59,12 +59,15 @@ def test_output_size_formula_of_the_seed():
         assert conv_output_size(n, k, s, p) == (n - k + 2 * p + s) // s
 
 
+@pytest.mark.parametrize("impl", ["strided", "wide", "auto"])
 @given(n=st.integers(1, 4), c=st.integers(1, 4), o=st.integers(1, 5), k=st.integers(1, 5),
        s=st.integers(1, 3), p=st.integers(0, 2), h=st.integers(5, 12), seed=st.integers(0, 2**16))
-def test_conv_fast_matches_reference(xp, n, c, o, k, s, p, h, seed):
+def test_conv_paths_match_reference(xp, impl, n, c, o, k, s, p, h, seed):
+    """Every implementation, on every backend, against the reference (the wide form: stride 1)."""
+    s = 1 if impl == "wide" else s
     rng = np.random.default_rng(seed)
     ref = nn.Conv2d(c, o, k, s, p, rng=np.random.default_rng(seed), impl="reference").double()
-    fast = nn.Conv2d(c, o, k, s, p, rng=np.random.default_rng(seed), impl="fast").double()
+    fast = nn.Conv2d(c, o, k, s, p, rng=np.random.default_rng(seed), impl=impl).double()
     assert_conv_matches_reference(xp, fast, ref, rng.standard_normal((n, c, h, h + 1)), rng)
 
 
@@ -86,11 +89,15 @@ def assert_conv_matches_reference(xp, fast, ref, x, rng):
 @given(n=st.integers(1, 4), o=st.integers(1, 7), kh=st.integers(1, 5), kw=st.integers(1, 5),
        p=st.integers(0, 2), h=st.integers(5, 30), w=st.integers(5, 30), seed=st.integers(0, 2**16))
 def test_conv_band_form_matches_reference(xp, n, o, kh, kw, p, h, w, seed):
-    """One input channel, stride 1, narrow images: the fast path's band form (one product
-    with the banded weights) against the reference, outputs and all three gradients."""
+    """One input channel, stride 1: the band form (one product with the banded weights)
+    against the reference, outputs and all three gradients; "auto" takes it on the CPU for
+    narrow images."""
     rng = np.random.default_rng(seed)
     ref = nn.Conv2d(1, o, (kh, kw), 1, p, rng=np.random.default_rng(seed), impl="reference").double()
-    fast = nn.Conv2d(1, o, (kh, kw), 1, p, rng=np.random.default_rng(seed), impl="fast").double()
+    fast = nn.Conv2d(1, o, (kh, kw), 1, p, rng=np.random.default_rng(seed), impl="band").double()
+    auto = nn.Conv2d(1, o, (kh, kw), 1, p, impl="auto")
+    expected = "strided" if xp is not np else "band" if w + 2 * p <= 32 else "wide"
+    assert auto.path_for(xp.zeros((n, 1, h, w), dtype=np.float32)) == expected
     assert fast._use_band((n, 1, h, w)) == (w + 2 * p <= 32)
     x, g = assert_conv_matches_reference(xp, fast, ref, rng.standard_normal((n, 1, h, w)), rng)
     fast.zero_grad()
@@ -100,14 +107,14 @@ def test_conv_band_form_matches_reference(xp, n, o, kh, kw, p, h, w, seed):
 
 @given(n=st.integers(1, 3), c=st.integers(1, 3), k=st.integers(1, 4), s=st.integers(1, 4),
        h=st.integers(4, 11), ties=st.booleans(), seed=st.integers(0, 2**16), data=st.data())
-def test_maxpool_fast_matches_reference(xp, n, c, k, s, h, ties, seed, data):
+def test_maxpool_offsets_matches_reference(xp, n, c, k, s, h, ties, seed, data):
     p = data.draw(st.integers(0, k // 2))
     rng = np.random.default_rng(seed)
     shape = (n, c, h, h + 2)
     x = rng.integers(0, 2, shape).astype(np.float32) if ties else tie_free(rng, shape, dtype=np.float32)
     x = xp.asarray(x)
-    ref, fast = nn.MaxPool2d(k, s, p, impl="reference"), nn.MaxPool2d(k, s, p, impl="fast")
-    lazy = nn.MaxPool2d(k, s, p, impl="fast").eval()   # eval: the winners found only in backward
+    ref, fast = nn.MaxPool2d(k, s, p, impl="reference"), nn.MaxPool2d(k, s, p, impl="offsets")
+    lazy = nn.MaxPool2d(k, s, p, impl="offsets").eval()   # eval: the winners found only in backward
     y = ref(x)
     np.testing.assert_array_equal(to_np(fast(x)), to_np(y))
     np.testing.assert_array_equal(to_np(lazy(x)), to_np(y))
@@ -368,3 +375,80 @@ def test_backward_follows_the_order_of_its_forward():
     ref.eval()
     loss_fn(ref(x), y)
     np.testing.assert_array_equal(g, ref.backward(loss_fn.backward()))
+
+
+def cached_arrays(module):
+    """Every array a module (and its children) keeps for its backward, by reference."""
+    found = []
+
+    def walk(value):
+        if hasattr(value, "shape") and hasattr(value, "dtype"):
+            found.append(value)
+        elif isinstance(value, (tuple, list)):
+            for v in value:
+                walk(v)
+    for _, m in module.named_modules():
+        for key, value in vars(m).items():
+            if key.startswith("_cache"):
+                walk(value)
+    return found
+
+
+NO_WRITE_CASES = [
+    *[(f"conv-{impl}", lambda impl=impl: nn.Conv2d(1, 3, 3, padding=1, rng=0, impl=impl), (2, 1, 7, 6))
+      for impl in ("reference", "strided", "wide", "band")],
+    ("conv-stride2", lambda: nn.Conv2d(2, 3, 3, stride=2, padding=1, rng=0), (2, 2, 7, 6)),
+    ("conv-unpadded", lambda: nn.Conv2d(2, 3, 3, rng=0, impl="reference"), (2, 2, 7, 6)),   # views of x
+    *[(f"maxpool-{impl}", lambda impl=impl: nn.MaxPool2d(3, 2, 1, impl=impl), (2, 2, 7, 6))
+      for impl in ("reference", "offsets")],
+    ("maxpool-eval", lambda: nn.MaxPool2d(2, impl="offsets").eval(), (2, 2, 6, 6)),
+    ("avgpool", lambda: nn.AvgPool2d(3, 1, 1), (2, 2, 5, 6)),
+    ("sigmoid", nn.Sigmoid, (2, 3, 4)),
+    ("relu", nn.ReLU, (2, 3, 4)),
+    ("linear", lambda: nn.Linear(6, 4, rng=0), (3, 6)),
+    ("flatten", nn.Flatten, (2, 3, 2)),
+    ("lenet", lambda: ln.LeNet(seed=0), (2, 1, 28, 28)),
+    ("lenet-eval", lambda: ln.LeNet(seed=0).eval(), (2, 1, 28, 28)),
+]
+
+
+@pytest.mark.parametrize("name,make,shape", NO_WRITE_CASES, ids=[c[0] for c in NO_WRITE_CASES])
+def test_no_layer_writes_into_its_input_output_or_cache(xp, name, make, shape):
+    """On CuPy the strided window views are writable: a write through one would change the
+    input. Nothing may change the input, the output, the incoming gradient or what forward
+    cached, until backward has finished."""
+    rng = np.random.default_rng(0)
+    layer = make().to("cuda" if xp is not np else "cpu")
+    x = xp.asarray(rng.standard_normal(shape).astype(np.float32))
+    x0 = to_np(x).copy()
+    y = layer(x)
+    kept = [(a, to_np(a).copy()) for a in [y, *cached_arrays(layer)]]
+    g = xp.asarray(rng.standard_normal(y.shape).astype(np.float32))
+    g0 = to_np(g).copy()
+    layer.backward(g)
+    np.testing.assert_array_equal(to_np(x), x0, err_msg=f"{name}: the input changed")
+    np.testing.assert_array_equal(to_np(g), g0, err_msg=f"{name}: the incoming gradient changed")
+    for i, (a, before) in enumerate(kept):
+        np.testing.assert_array_equal(to_np(a), before, err_msg=f"{name}: cached array {i} changed")
+
+
+def test_loss_backward_leaves_logits_and_cache_alone(xp):
+    z = xp.asarray(np.random.default_rng(0).standard_normal((4, 5)).astype(np.float32))
+    z0 = to_np(z).copy()
+    loss_fn = nn.CrossEntropyLoss()
+    loss_fn(z, xp.asarray(np.array([0, 1, 4, 2])))
+    probs = to_np(loss_fn._cache[0]).copy()
+    loss_fn.backward()
+    np.testing.assert_array_equal(to_np(z), z0)
+    np.testing.assert_array_equal(to_np(loss_fn._cache[0]), probs)
+
+
+def test_impl_names_are_checked():
+    with pytest.raises(ValueError, match="impl must be one of"):
+        nn.Conv2d(1, 2, 3, impl="fastest")
+    with pytest.raises(ValueError, match="needs stride 1"):
+        nn.Conv2d(1, 2, 3, stride=2, impl="wide")
+    with pytest.raises(ValueError, match="one input channel"):
+        nn.Conv2d(2, 2, 3, impl="band")
+    with pytest.raises(ValueError, match="impl must be one of"):
+        nn.MaxPool2d(2, impl="wide")

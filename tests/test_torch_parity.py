@@ -16,6 +16,20 @@ torch = pytest.importorskip("torch", reason="the reference tests need torch==2.1
 F = torch.nn.functional
 torch.set_num_threads(2)
 
+
+def ieee_float32():
+    """Torch on CUDA runs cuDNN convolutions (and may run matmuls) in TF32, about 3e-4 off
+    float32; the reference must be plain float32, as lenet_np is."""
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):     # torch 2.9 and later
+        torch.backends.cuda.matmul.fp32_precision = "ieee"
+        torch.backends.cudnn.conv.fp32_precision = "ieee"
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+
+ieee_float32()
+
 RTOL = 1e-5   # normwise: max|a - b| <= RTOL * max|b|
 
 
@@ -23,6 +37,9 @@ def assert_close(ours, theirs, rtol=RTOL, what=""):
     a = to_np(ours).astype(np.float64)
     b = theirs.detach().cpu().numpy().astype(np.float64) if hasattr(theirs, "detach") else np.asarray(theirs)
     assert a.shape == b.shape, f"{what}: shape {a.shape} != {b.shape}"
+    finite = np.isfinite(b)           # NaN and +-inf must sit in the same places, with the same values
+    np.testing.assert_array_equal(a[~finite], b[~finite], err_msg=f"{what}: NaN or inf differ")
+    a, b = a[finite], b[finite]
     scale = max(np.abs(b).max(), 1e-30) if b.size else 1.0
     err = np.abs(a - b).max() / scale if b.size else 0.0
     assert err <= rtol, f"{what}: normwise error {err:.2e} > {rtol:.0e}"
@@ -63,9 +80,19 @@ def conv_case(draw):
                 hw=hw, seed=draw(st.integers(0, 2**16)))
 
 
-@pytest.mark.parametrize("impl", ["reference", "fast"])
+def test_reference_runs_in_ieee_float32_not_tf32():
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        assert torch.backends.cuda.matmul.fp32_precision == "ieee"
+        assert torch.backends.cudnn.conv.fp32_precision == "ieee"
+    else:
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+
+
+@pytest.mark.parametrize("impl", ["reference", "strided", "wide", "auto"])
 @given(case=conv_case())
 def test_conv2d(xp, impl, case):
+    if impl == "wide":
+        case = dict(case, s=(1, 1))
     rng = np.random.default_rng(case["seed"])
     layer = nn.Conv2d(case["c"], case["o"], case["k"], case["s"], case["p"], rng=rng, impl=impl)
     layer.to("cuda" if xp is not np else "cpu")
@@ -84,7 +111,7 @@ def pool_case(draw):
                 ties=draw(st.booleans()), seed=draw(st.integers(0, 2**16)))
 
 
-@pytest.mark.parametrize("impl", ["reference", "fast"])
+@pytest.mark.parametrize("impl", ["reference", "offsets"])
 @given(case=pool_case())
 def test_maxpool2d(xp, impl, case):
     rng = np.random.default_rng(case["seed"])
@@ -97,7 +124,7 @@ def test_maxpool2d(xp, impl, case):
     run_both(layer, lambda t: F.max_pool2d(t, case["k"], case["s"], case["p"]), x, xp)
 
 
-@pytest.mark.parametrize("impl", ["reference", "fast"])
+@pytest.mark.parametrize("impl", ["reference", "offsets"])
 def test_maxpool2d_saturated_sigmoid_ties(xp, impl):
     """Sigmoid outputs round to exactly 1.0 in float32: whole windows tie."""
     x = np.random.default_rng(0).uniform(15, 40, (4, 3, 8, 8)).astype(np.float32)
@@ -107,13 +134,24 @@ def test_maxpool2d_saturated_sigmoid_ties(xp, impl):
         run_both(nn.MaxPool2d(k, s, impl=impl), lambda t, k=k, s=s: F.max_pool2d(t, k, s), x, xp)
 
 
-@pytest.mark.parametrize("impl", ["reference", "fast"])
-def test_maxpool2d_nan_propagates(impl):
-    x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
-    x[0, 0, 0, 1] = np.nan
-    y = nn.MaxPool2d(2, impl=impl)(x)
-    ty = F.max_pool2d(torch.tensor(x), 2)
-    np.testing.assert_array_equal(np.isnan(y), torch.isnan(ty).numpy())
+@pytest.mark.parametrize("impl", ["reference", "offsets"])
+@pytest.mark.parametrize("k,s,p", [(2, 2, 0), (3, 1, 1), (3, 2, 1)])
+def test_maxpool2d_nan_windows_route_as_torch(xp, impl, k, s, p):
+    """A window holding NaN outputs NaN and sends its gradient to its last NaN, on both backends."""
+    rng = np.random.default_rng(k * 10 + s)
+    x = rng.standard_normal((2, 2, 6, 7)).astype(np.float32)
+    x[rng.random(x.shape) < 0.2] = np.nan             # some windows hold one NaN, some several
+    run_both(nn.MaxPool2d(k, s, p, impl=impl), lambda t: F.max_pool2d(t, k, s, p), x, xp)
+
+
+@pytest.mark.parametrize("impl", ["reference", "offsets"])
+@pytest.mark.parametrize("k,s,p", [(3, 2, 1), (2, 1, 1), (3, 3, 1), ((3, 2), 1, (1, 0))])
+def test_maxpool2d_windows_of_minus_inf_route_to_a_real_pixel(xp, impl, k, s, p):
+    """Padded windows whose real pixels are all -inf: the gradient goes to the first real
+    pixel, as torch's, never into the padding where it would be lost."""
+    x = np.full((1, 2, 4, 5), -np.inf, dtype=np.float32)
+    x[0, 1, 2:, 3:] = 1.0                              # channel 1: some windows hold a real maximum
+    run_both(nn.MaxPool2d(k, s, p, impl=impl), lambda t: F.max_pool2d(t, k, s, p), x, xp)
 
 
 @given(case=pool_case())

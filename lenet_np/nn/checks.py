@@ -5,14 +5,24 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import backend
+
 
 def check_input(layer, x, expected: str, ndim: int | None = None, channels: int | None = None,
-                dtype=None):
-    """Validate x for ``layer``; ``expected`` describes the shape, e.g. "(N, 6, H, W)"."""
+                dtype=None, params=None):
+    """Validate x for ``layer``; ``expected`` describes the shape, e.g. "(N, 6, H, W)".
+
+    ``params``: an array of the layer's parameters; x must live on the same device."""
     name = repr(layer)
     shape = getattr(x, "shape", None)
     if shape is None or not hasattr(x, "dtype"):
         raise ValueError(f"{name}: expected an array of shape {expected}, got {type(x).__name__}")
+    if params is not None and backend.device_of(x) != backend.device_of(params):
+        here, there = backend.device_of(x), backend.device_of(params)
+        kind = "a CuPy array" if here == "cuda" else "a NumPy array"
+        raise ValueError(f"{name}: the input is {kind} on {here}, but the layer's parameters are on "
+                         f"{there}; move the network with net.to({here!r}), or the input with "
+                         f"lenet_np.to_device(x, {there!r})")
     if ndim is not None and x.ndim != ndim:
         raise ValueError(f"{name}: expected input of shape {expected} ({ndim} dimensions), "
                          f"got shape {tuple(shape)} ({x.ndim} dimensions)")

@@ -116,6 +116,10 @@ class Conv2d(Module):
                                                fan_in, dtype))
         self.bias = Parameter(uniform_fan_in(rng, (self.out_channels,), fan_in, dtype)) if bias else None
         self.impl = check_impl("Conv2d", impl)
+        if self.impl in ("wide", "band") and self.stride != (1, 1):
+            raise ValueError(f"Conv2d: impl={self.impl!r} needs stride 1, got stride={stride}")
+        if self.impl == "band" and self.in_channels != 1:
+            raise ValueError(f"Conv2d: impl='band' needs one input channel, got in_channels={in_channels}")
         self._cache = None
 
     def extra_repr(self):
@@ -129,7 +133,8 @@ class Conv2d(Module):
 
     def _check(self, x):
         expected = f"(N, {self.in_channels}, H, W)"
-        check_input(self, x, expected, ndim=4, channels=self.in_channels, dtype=self.weight.dtype)
+        check_input(self, x, expected, ndim=4, channels=self.in_channels, dtype=self.weight.dtype,
+                    params=self.weight.data)
         check_spatial(self, x, expected, self.kernel_size, self.stride, self.padding)
 
     def forward(self, x):
@@ -152,19 +157,13 @@ class Conv2d(Module):
 
     def path_for(self, x) -> str:
         """The implementation that runs for input x: ``impl``, or the backend's choice for "auto"."""
-        impl = "auto" if self.impl == "fast" else self.impl
-        stride1 = self.stride == (1, 1)
-        if impl in ("wide", "band") and not stride1:
-            raise ValueError(f"{self!r}: impl={impl!r} needs stride 1")
-        if impl == "band" and self.in_channels != 1:
-            raise ValueError(f"{self!r}: impl='band' needs one input channel")
-        if impl != "auto":
-            return impl
+        if self.impl not in ("auto", "fast"):
+            return self.impl
         if backend.on_gpu(backend.get_array_module(x)):
             return "strided"
         if self._use_band(x.shape):
             return "band"
-        return "wide" if stride1 else "strided"
+        return "wide" if self.stride == (1, 1) else "strided"
 
     def _use_band(self, x_shape):
         """The band form (im2col.py) for one input channel, stride 1 and narrow images, where

@@ -39,7 +39,7 @@ class Linear(Module):
 
     def forward(self, x):
         expected = f"(N, {self.in_features})"
-        check_input(self, x, expected, ndim=2, dtype=self.weight.dtype)
+        check_input(self, x, expected, ndim=2, dtype=self.weight.dtype, params=self.weight.data)
         if x.shape[1] != self.in_features:
             raise ValueError(f"{self!r}: expected input of shape {expected}, got shape {tuple(x.shape)}")
         self._cache = x

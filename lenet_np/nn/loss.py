@@ -9,11 +9,15 @@ sees a positive argument.
 
 Backward (the reason to fuse the two):
     dL/dz = (softmax(z) - onehot(y)) / N                  (N, K)
+
+Labels outside [0, K) raise a ValueError. On the CPU at once; on a GPU, where reading
+them back would wait for the device every step, the forward keeps the smallest and
+largest label seen on the device and ``check()`` raises the same error when it next
+reads them (calling the loss, ``loss_fn(logits, y)``, reads the loss anyway and checks;
+the training loop calls ``check()`` where it reads the loss back).
 """
 
 from __future__ import annotations
-
-import numpy as np
 
 from .. import backend
 from .checks import check_input
@@ -21,12 +25,22 @@ from .module import Module
 
 
 class CrossEntropyLoss(Module):
+    def __init__(self):
+        super().__init__()
+        self._cache = None
+        self._label_range = None     # on a GPU: (smallest, largest) label since check(), and K
+
     def forward(self, logits, labels):
         """The mean loss as a 0-d array of the logits' backend (no device sync)."""
         check_input(self, logits, "(N, K)", ndim=2)
         xp = backend.get_array_module(logits)
         n, k = logits.shape
-        labels = xp.asarray(labels)
+        if backend.device_of(labels) != backend.device_of(logits):
+            if not backend.on_gpu(xp):
+                raise ValueError(f"{self!r}: the labels are on {backend.device_of(labels)} but the logits on "
+                                 f"{backend.device_of(logits)}; move the labels with "
+                                 "lenet_np.to_device(labels, 'cpu')")
+        labels = xp.asarray(labels)       # NumPy labels for CuPy logits: copied to the device
         if labels.shape != (n,):
             raise ValueError(f"{self!r}: labels must have shape ({n},) to match logits {tuple(logits.shape)}, "
                              f"got shape {tuple(labels.shape)}")
@@ -34,11 +48,10 @@ class CrossEntropyLoss(Module):
             raise ValueError(f"{self!r}: labels must be integers (class indices), got dtype {labels.dtype}")
         if n == 0:
             raise ValueError(f"{self!r}: empty batch (logits of shape {tuple(logits.shape)})")
-        # the range check reads the labels back, so it runs on the CPU only: on CUDA it
-        # would cost a device sync every step
-        if xp is np and ((labels < 0) | (labels >= k)).any():
-            raise ValueError(f"{self!r}: labels must lie in [0, {k}), got values from "
-                             f"{int(labels.min())} to {int(labels.max())}")
+        if backend.on_gpu(xp):                # no sync: check() reads the range later
+            self._track_label_range(xp, labels, k)
+        elif ((labels < 0) | (labels >= k)).any():
+            self._raise_label_range(int(labels.min()), int(labels.max()), k)
         shifted = logits - logits.max(axis=1, keepdims=True)
         exp = xp.exp(shifted)
         sum_exp = exp.sum(axis=1, keepdims=True)
@@ -49,7 +62,32 @@ class CrossEntropyLoss(Module):
 
     def __call__(self, logits, labels):
         """The mean loss as a Python float (like torch's ``loss.item()``)."""
-        return float(self.forward(logits, labels))
+        loss = float(self.forward(logits, labels))
+        self.check()
+        return loss
+
+    def check(self) -> None:
+        """Raise the label error that a forward on a GPU found but could not report without a
+        device sync (a no-op on the CPU, which raises in the forward)."""
+        if self._label_range is None:
+            return
+        (lo, hi), k = self._label_range
+        self._label_range = None
+        lo, hi = int(lo), int(hi)          # the one read back to the host
+        if lo < 0 or hi >= k:
+            self._raise_label_range(lo, hi, k)
+
+    def _track_label_range(self, xp, labels, k):
+        if self._label_range is not None and self._label_range[1] != k:
+            self.check()                   # another K: settle the earlier labels first
+        lo, hi = labels.min(), labels.max()
+        if self._label_range is not None:
+            (lo0, hi0), _ = self._label_range
+            lo, hi = xp.minimum(lo, lo0), xp.maximum(hi, hi0)
+        self._label_range = ((lo, hi), k)
+
+    def _raise_label_range(self, lo, hi, k):
+        raise ValueError(f"{self!r}: labels must lie in [0, {k}), got values from {lo} to {hi}")
 
     def backward(self, grad_out=1.0, input_grad=True):
         """dL/dlogits for L scaled by grad_out (1.0 by default)."""

@@ -7,8 +7,8 @@ the command stop before any work with exit status 2 and one line, for example
     python -m lenet_np.train: error: argument --epochs: expected a whole number >= 1, got '0'
 
 ``guard`` runs a command's body so that a failure to write an output (a full disk, a
-vanished directory) or a Ctrl-C outside the training steps also ends in one line
-(exit status 1 or 130), never in a traceback.
+vanished directory), running out of memory, or a Ctrl-C outside the training steps also
+ends in one line (exit status 1 or 130), never in a traceback.
 """
 
 from __future__ import annotations
@@ -185,9 +185,10 @@ def os_error_line(exc: OSError) -> str:
 
 
 def guard(body, *args, hint=None) -> int:
-    """Run ``body(*args)`` and return its exit status; an OSError becomes one line on stderr
-    and status 1, a Ctrl-C the line "interrupted" and status 130. ``hint()``, when given,
-    returns text for the end of either line (e.g. where the last checkpoint is and how to resume)."""
+    """Run ``body(*args)`` and return its exit status; an OSError or a MemoryError becomes one
+    line on stderr and status 1, a Ctrl-C the line "interrupted" and status 130. ``hint()``,
+    when given, returns text for the end of each line (e.g. where the last checkpoint is and
+    how to resume)."""
     try:
         return body(*args)
     except KeyboardInterrupt:
@@ -195,4 +196,8 @@ def guard(body, *args, hint=None) -> int:
         return 130
     except OSError as exc:
         print(f"error: {os_error_line(exc)}{hint() if hint else ''}", file=sys.stderr)
+        return 1
+    except MemoryError as exc:
+        print(f"error: out of memory ({exc or 'no details'}); try a smaller --batch-size{hint() if hint else ''}",
+              file=sys.stderr)
         return 1

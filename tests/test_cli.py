@@ -473,3 +473,16 @@ def test_cli_types_name_the_value_and_what_is_right():
         with pytest.raises(argparse.ArgumentTypeError) as exc:
             parse(text)
         assert message in str(exc.value), (text, str(exc.value))
+
+
+@pytest.mark.parametrize("error,status,line", [
+    (OSError(28, "No space left on device", "/x/ck.npz"), 1, "error: /x/ck.npz: No space left on device; hint"),
+    (MemoryError("Unable to allocate 2.79 PiB"), 1,
+     "error: out of memory (Unable to allocate 2.79 PiB); try a smaller --batch-size; hint"),
+    (KeyboardInterrupt(), 130, "interrupted; hint"),
+])
+def test_guard_turns_late_failures_into_one_line(capsys, error, status, line):
+    def body():
+        raise error
+    assert cli.guard(body, hint=lambda: "; hint") == status
+    assert capsys.readouterr().err.strip() == line

@@ -409,4 +409,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from lenet_np import cli
+
+    sys.exit(cli.guard(main))

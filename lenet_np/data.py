@@ -264,7 +264,7 @@ def load_fashion_mnist(data_dir=None, verify: bool = False) -> FashionMNIST:
         bad = np.flatnonzero(labels >= NUM_CLASSES)
         if bad.size:
             raise DataError(f"{labels_path}: label {labels[bad[0]]} at index {bad[0]} is out of range "
-                            f"0..{NUM_CLASSES - 1} ({bad.size} such labels)")
+                            f"0..{NUM_CLASSES - 1} ({bad.size} such label{'s' if bad.size > 1 else ''})")
     return FashionMNIST(**arrays)
 
 

@@ -62,7 +62,7 @@ def _sections(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0]
+    p = cli.Parser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0]
                                 .replace("``", ""))
     p.add_argument("--quick", action="store_true", help="a fraction of the epoch and fewer samples (~2 minutes)")
     p.add_argument("--epochs-data", choices=("real", "synthetic"), default="real",

@@ -1,10 +1,9 @@
 """What every command line of lenet_np shares: checking its arguments, and ending cleanly.
 
 The ``type=`` functions below are given to ``argparse``: a value that does not fit makes
-the command stop before any work with exit status 2 and one line, for example
+the command stop before any work with exit status 2 and one line (``Parser``), for example
 
-    usage: python -m lenet_np.train [-h] ...
-    python -m lenet_np.train: error: argument --epochs: expected a whole number >= 1, got '0'
+    python -m lenet_np.train: error: argument --epochs: expected a whole number >= 1, got '0' (see --help)
 
 ``guard`` runs a command's body so that a failure to write an output (a full disk, a
 vanished directory), running out of memory, or a Ctrl-C outside the training steps also
@@ -21,6 +20,14 @@ import sys
 from pathlib import Path
 
 from . import backend
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, but a bad command line is one line on stderr (no usage block):
+    the program, the flag, the value and what would be right; exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _fail(value, expected: str):

@@ -398,7 +398,7 @@ def _url(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m lenet_np.data",
+    p = cli.Parser(prog="python -m lenet_np.data",
                                 description="Find, verify or download Fashion-MNIST.")
     p.add_argument("--data-dir", type=cli.existing_dir, default=None, help="look only in this directory")
     p.add_argument("--verify", action="store_true", help="check the SHA-256 of every file")

@@ -50,7 +50,7 @@ def format_report(cm: np.ndarray) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = cli.Parser(
         prog="python -m lenet_np.evaluate",
         description="Evaluate a checkpoint on the Fashion-MNIST test set: the test accuracy, the accuracy of each "
                     "class, and the confusion matrix (rows: true class, columns: predicted class).")

@@ -285,7 +285,7 @@ def format_rows(rows: list[dict]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = cli.Parser(
         prog="python -m lenet_np.gradcheck",
         description="Check every backward of LeNet against central finite differences: in float64 "
                     f"(each error must stay below {TOL:g}) and, side by side, in float32 (to see why "

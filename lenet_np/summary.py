@@ -140,7 +140,7 @@ def format_summary(rows: list[dict], batch_size: int | None = None, input_shape=
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m lenet_np.summary",
+    p = cli.Parser(prog="python -m lenet_np.summary",
                                 description="Print LeNet as a table: output shapes, parameters, multiply-adds.")
     p.add_argument("--batch-size", type=cli.positive_int, default=1,
                    help="batch size of the output shapes, >= 1 (default 1)")

@@ -221,7 +221,7 @@ MAX_BATCH = 10_000      # the size of the Fashion-MNIST test set
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m lenet_np.trace",
+    p = cli.Parser(prog="python -m lenet_np.trace",
                                 description="Trace one mini-batch through LeNet: shapes and statistics forward, "
                                             "gradient shapes and norms backward.")
     p.add_argument("--batch-size", type=cli.int_in_range(1, MAX_BATCH), default=4,

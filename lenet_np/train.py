@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     checkpoint when resuming (so ``--resume ck.npz`` alone continues the same run), else
     from DEFAULTS (the book's settings). Every value is checked here, before any work."""
     d = DEFAULTS
-    p = argparse.ArgumentParser(prog="python -m lenet_np.train", description=DESCRIPTION)
+    p = cli.Parser(prog="python -m lenet_np.train", description=DESCRIPTION)
     p.add_argument("--epochs", type=cli.positive_int,
                    help=f"total epochs of the run, a resumed run included (default {d['epochs']})")
     p.add_argument("--batch-size", type=cli.positive_int, help=f"mini-batch size (default {d['batch_size']})")

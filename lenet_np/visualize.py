@@ -228,7 +228,7 @@ MAX_MISCLASSIFIED = 100
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m lenet_np.visualize",
+    p = cli.Parser(prog="python -m lenet_np.visualize",
                                 description="Draw a trained LeNet: filters, feature maps, misclassified "
                                             "test images, training curves (PNG files).")
     p.add_argument("--checkpoint", type=cli.existing_file, required=True,

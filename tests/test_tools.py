@@ -241,9 +241,10 @@ def test_trace_bad_checkpoint(capsys, tmp_path, content):
     if content is not None:
         path.write_bytes(content)
     assert exit_status(trace_mod.main, ["--checkpoint", str(path)]) == (2 if content is None else 1)
-    last = capsys.readouterr().err.splitlines()[-1]
+    err = capsys.readouterr().err
+    last = err.splitlines()[-1]
     if content is None:
-        assert last.endswith(f"error: argument --checkpoint: {path}: no such file")
+        assert err == f"python -m lenet_np.trace: error: argument --checkpoint: {path}: no such file (see --help)\n"
     else:
         assert last.startswith(f"error: checkpoint {path}") and "Traceback" not in last
 

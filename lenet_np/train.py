@@ -317,6 +317,14 @@ def run(args) -> list:
             "history": history})
 
     loss_fn = CrossEntropyLoss()
+
+    def check_labels(epoch, step):
+        """Labels out of range, found on a GPU without a sync, are read here."""
+        try:
+            loss_fn.check()
+        except ValueError as exc:
+            raise TrainingError(f"{exc} (epoch {epoch}, by step {step + 1}/{total}); the training "
+                                "labels must be class indices 0..9") from None
     n_train = len(train_y)
     total = num_batches(n_train, args.batch_size)
     check_every = 1 if device == "cpu" else 50      # reading the loss back syncs a GPU
@@ -346,12 +354,8 @@ def run(args) -> list:
                 losses[step] = loss * len(y)
                 correct += (logits.argmax(axis=1) == y).sum()
                 seen += len(y)
-                if (step + 1) % check_every == 0 or step + 1 == total:
-                    try:
-                        loss_fn.check()          # labels out of range, found on the GPU
-                    except ValueError as exc:
-                        raise TrainingError(f"{exc} (epoch {epoch}, by step {step + 1}/{total}); the "
-                                            "training labels must be class indices 0..9") from None
+                if (step + 1) % check_every == 0 or step + 1 == total or interrupt.requested:
+                    check_labels(epoch, step)
                     window = losses[:step + 1]
                     if not bool(xp.isfinite(window).all()):
                         bad = int(xp.argmax(~xp.isfinite(window)))

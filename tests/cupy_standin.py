@@ -110,6 +110,12 @@ def _wrap_index(key, shape):
     return tuple(out)
 
 
+def _count_mask_read(key):
+    """A boolean mask index needs the number of True values on the host: a sync in CuPy."""
+    if any(isinstance(k, np.ndarray) and k.dtype == bool for k in key):
+        _host_read("boolean mask")
+
+
 # -- the array type -----------------------------------------------------------------------------
 _METHODS = frozenset((
     "all", "any", "argmax", "argmin", "astype", "clip", "copy", "cumsum", "dot", "fill", "flatten",
@@ -173,6 +179,8 @@ class ndarray(np.lib.mixins.NDArrayOperatorsMixin):
         method = getattr(self._a, name)
 
         def call(*args, **kwargs):
+            if name == "nonzero":                 # the output's size needs a read back
+                _host_read("nonzero")
             return _wrap(method(*_unwrap(args, False, name), **_unwrap(kwargs, False, name)))
         return call
 
@@ -185,10 +193,16 @@ class ndarray(np.lib.mixins.NDArrayOperatorsMixin):
             yield _wrap(self._a[i])
 
     def __getitem__(self, key):
-        return _wrap(self._a[_wrap_index(key, self._a.shape)])
+        key = _wrap_index(key, self._a.shape)
+        _count_mask_read(key)
+        return _wrap(self._a[key])
 
     def __setitem__(self, key, value):
-        self._a[_wrap_index(key, self._a.shape)] = _unwrap(value)
+        key = _wrap_index(key, self._a.shape)
+        _count_mask_read(key)
+        if isinstance(value, np.ndarray) and value.ndim > 0:     # CuPy: "cannot be used for fill"
+            raise ValueError("non-scalar numpy.ndarray cannot be used for fill; move it with cupy.asarray")
+        self._a[key] = _unwrap(value)
 
     # -- reads back to the host: each one counted ----------------------------------------------
     def get(self, stream=None, order="C", out=None, blocking=True):
@@ -274,7 +288,12 @@ class _Ufunc:
         result = self._u(*inputs, **kwargs)
         return out if isinstance(out, ndarray) else _wrap(result)
 
+    AT = frozenset(("add", "subtract", "maximum", "minimum", "bitwise_and", "bitwise_or"))
+    REDUCE = frozenset(("add", "multiply"))
+
     def at(self, a, indices, b=None):
+        if self.__name__ not in self.AT:
+            raise NotImplementedError(f"cupy.{self.__name__}.at is not supported")
         if not isinstance(a, ndarray):
             raise TypeError(f"cupy.{self.__name__}.at: the target must be a cupy.ndarray")
         key = _wrap_index(indices, a.shape)
@@ -284,6 +303,8 @@ class _Ufunc:
             self._u.at(a._a, key, _unwrap(b, False, self.__name__))
 
     def reduce(self, array, axis=0, dtype=None, out=None, keepdims=False):
+        if self.__name__ not in self.REDUCE:
+            raise NotImplementedError(f"cupy.{self.__name__}.reduce is not supported")
         return _wrap(self._u.reduce(_unwrap(array, False), axis=axis, dtype=dtype,
                                     out=_unwrap(out), keepdims=keepdims))
 
@@ -359,7 +380,14 @@ NAMES = {
     "asnumpy": ("stream", "order", "out", "blocking"),
     "get_array_module": (),
 }
-IMPLS = {"take_along_axis": _take_along_axis}
+def _where(condition, x=None, y=None):
+    if x is None and y is None:
+        _host_read("where(condition)")
+        return np.where(condition)
+    return np.where(condition, x, y)
+
+
+IMPLS = {"take_along_axis": _take_along_axis, "where": _where}
 DIRECT = ("asarray", "array", "asnumpy", "get_array_module")   # defined above, called as they are
 UFUNCS = ("add", "subtract", "multiply", "divide", "true_divide", "floor_divide", "negative", "power",
           "remainder", "mod", "absolute", "abs", "exp", "log", "sqrt", "reciprocal", "maximum", "minimum",

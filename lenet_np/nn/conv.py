@@ -65,7 +65,7 @@ from .im2col import (
 from .init import make_rng, uniform_fan_in
 from .module import Module, Parameter
 
-DEFAULT_IMPL = os.environ.get("LENET_NP_IMPL", "auto")
+DEFAULT_IMPL = os.environ.get("LENET_NP_IMPL", "auto")   # for every layer: auto, fast or reference
 IMPLS = ("auto", "fast", "reference", "strided", "wide", "band")
 
 
@@ -89,7 +89,12 @@ class _BandCache(NamedTuple):
 
 
 def check_impl(layer: str, impl, impls=IMPLS) -> str:
-    impl = impl or DEFAULT_IMPL
+    """impl, or the default (``$LENET_NP_IMPL``, else "auto"), checked against impls."""
+    if impl is None:
+        if DEFAULT_IMPL not in ("auto", "fast", "reference"):
+            raise ValueError(f"LENET_NP_IMPL={DEFAULT_IMPL!r}: use auto, fast or reference (the values "
+                             "every layer has), or pass impl= to one layer")
+        return DEFAULT_IMPL
     if impl not in impls:
         raise ValueError(f"{layer}: impl must be one of {', '.join(impls)}, got {impl!r}")
     return impl
@@ -115,12 +120,22 @@ class Conv2d(Module):
         self.weight = Parameter(uniform_fan_in(rng, (self.out_channels, self.in_channels, kh, kw),
                                                fan_in, dtype))
         self.bias = Parameter(uniform_fan_in(rng, (self.out_channels,), fan_in, dtype)) if bias else None
-        self.impl = check_impl("Conv2d", impl)
-        if self.impl in ("wide", "band") and self.stride != (1, 1):
-            raise ValueError(f"Conv2d: impl={self.impl!r} needs stride 1, got stride={stride}")
-        if self.impl == "band" and self.in_channels != 1:
-            raise ValueError(f"Conv2d: impl='band' needs one input channel, got in_channels={in_channels}")
+        self.impl = impl
         self._cache = None
+
+    @property
+    def impl(self) -> str:
+        """The implementation: "auto" (per backend), "reference", "strided", "wide" or "band"."""
+        return self._impl
+
+    @impl.setter
+    def impl(self, impl):
+        impl = check_impl("Conv2d", impl)
+        if impl in ("wide", "band") and self.stride != (1, 1):
+            raise ValueError(f"Conv2d: impl={impl!r} needs stride 1, got stride={self.stride}")
+        if impl == "band" and self.in_channels != 1:
+            raise ValueError(f"Conv2d: impl='band' needs one input channel, got in_channels={self.in_channels}")
+        self._impl = impl
 
     def extra_repr(self):
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

@@ -73,7 +73,8 @@ class CrossEntropyLoss(Module):
             return
         (lo, hi), k = self._label_range
         self._label_range = None
-        lo, hi = int(lo), int(hi)          # the one read back to the host
+        xp = backend.get_array_module(lo)
+        lo, hi = (int(v) for v in backend.as_numpy(xp.stack([lo, hi])))   # one read back
         if lo < 0 or hi >= k:
             self._raise_label_range(lo, hi, k)
 

@@ -74,8 +74,17 @@ class _Pool2d(Module):
         if self.padding[0] > kh // 2 or self.padding[1] > kw // 2:
             raise ValueError(f"{type(self).__name__}: padding should be at most half of kernel_size "
                              f"(as in torch), got padding={padding}, kernel_size={kernel_size}")
-        self.impl = check_impl(type(self).__name__, impl, POOL_IMPLS)
+        self.impl = impl
         self._cache = None
+
+    @property
+    def impl(self) -> str:
+        """Max pooling: "auto" (per backend), "reference" or "offsets"; average pooling has one form."""
+        return self._impl
+
+    @impl.setter
+    def impl(self, impl):
+        self._impl = check_impl(type(self).__name__, impl, POOL_IMPLS)
 
     def extra_repr(self):
         def show(v):

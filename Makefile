@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RUNS   := runs
 
-.PHONY: help test lint train data bench gpu-check clean
+.PHONY: help test lint train data bench gpu-check figures notebooks clean
 
 help:
 	@echo "make train      set up, fetch Fashion-MNIST, train the book's LeNet (5 epochs)"
@@ -14,6 +14,8 @@ help:
 	@echo "make data       make Fashion-MNIST available (Debian package or download)"
 	@echo "make bench      CPU benchmarks (report in benchmarks/results/)"
 	@echo "make gpu-check  GPU tests and benchmarks on a CUDA machine"
+	@echo "make figures    draw the book's figures from the code (docs/figures/)"
+	@echo "make notebooks  turn every page of the book into a Jupyter notebook (notebooks/)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,10 +56,16 @@ train: $(STAMP) data
 bench: $(STAMP) data
 	$(BIN)/python -m benchmarks.run
 
+figures: $(STAMP)
+	$(BIN)/python docs/figures.py docs/figures
+
+notebooks: $(STAMP)
+	$(BIN)/python docs/notebooks.py notebooks
+
 # On the lent GPU machine (CuPy, torch, pytest, hypothesis preinstalled, no network):
 # no venv, the repository on PYTHONPATH, output teed to $OUT when set.
 gpu-check:
 	PYTHONPATH=. PYTHONUNBUFFERED=1 $(PYTHON) benchmarks/gpu_check.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) notebooks .pytest_cache .ruff_cache .hypothesis build *.egg-info

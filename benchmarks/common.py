@@ -218,7 +218,7 @@ def import_torch(threads=None):
 
 
 def seed_torch_lenet_class():
-    """The seed's PyTorch model (SEED.md section 3), defined only once torch is imported."""
+    """The book's PyTorch LeNet (older PyTorch edition), defined only once torch is imported."""
     import torch.nn as nn
 
     class LeNet(nn.Module):
@@ -713,19 +713,37 @@ def _version(module):
         return None
 
 
+def numpy_simd() -> dict | None:
+    """NumPy's SIMD dispatch on this CPU, as ``np.show_runtime()`` prints it: the baseline it was
+    built for, the dispatch targets this CPU supports (found) and those it lacks (not found)."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_baseline__, __cpu_dispatch__, __cpu_features__
+    except ImportError:
+        try:
+            from numpy.core._multiarray_umath import __cpu_baseline__, __cpu_dispatch__, __cpu_features__
+        except ImportError:
+            return None
+    return {"baseline": list(__cpu_baseline__),
+            "found": [t for t in __cpu_dispatch__ if __cpu_features__.get(t)],
+            "not_found": [t for t in __cpu_dispatch__ if not __cpu_features__.get(t)]}
+
+
 def machine_info(torch_threads=None) -> dict:
     cpuinfo = _read("/proc/cpuinfo")
     model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
                  platform.processor() or "?")
     flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
     simd = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
+    simd_level = ("AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "AVX" if "avx" in flags
+                  else "SSE" if flags else "unknown")
     mem = next((line.split()[1] for line in _read("/proc/meminfo").splitlines() if line.startswith("MemTotal")), None)
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = os.cpu_count()
     info = {
-        "cpu_model": model, "simd": simd, "logical_cpus": os.cpu_count(), "usable_cpus": usable,
+        "cpu_model": model, "simd": simd, "simd_level": simd_level, "numpy_simd": numpy_simd(),
+        "logical_cpus": os.cpu_count(), "usable_cpus": usable,
         "memory_gib": round(int(mem) / 2 ** 20, 1) if mem else None,
         "loadavg_start": _read("/proc/loadavg").split()[:3],
         "python": platform.python_version(), "platform": platform.platform(),
@@ -765,13 +783,19 @@ def git_state() -> dict:
 
 
 def machine_lines(info) -> list:
-    lines = [f"- CPU: {info['cpu_model']} ({', '.join(info['simd']) or 'no SIMD flags read'}); "
+    lines = [f"- CPU: {info['cpu_model']}, SIMD level {info.get('simd_level', '?')} "
+             f"({', '.join(info['simd']) or 'no SIMD flags read'}); "
              f"{info['usable_cpus']} usable of {info['logical_cpus']} logical CPUs; {info['memory_gib']} GiB",
              f"- load average at start: {' '.join(info['loadavg_start'])}"
              + (f", at end: {' '.join(info['loadavg_end'])}" if info.get("loadavg_end") else ""),
              f"- Python {info['python']}, NumPy {info['numpy']}, SciPy {info['scipy']}, torch {info['torch']}"
              + (f" ({info['torch_threads']} threads)" if info.get("torch_threads") else ""),
              f"- {info['platform']}"]
+    ns = info.get("numpy_simd")
+    if ns:
+        lines.append(f"- NumPy SIMD dispatch: baseline {', '.join(ns['baseline']) or '-'}; this CPU runs "
+                     f"{', '.join(ns['found']) or 'the baseline only'}"
+                     + (f" (not found: {', '.join(ns['not_found'])})" if ns["not_found"] else ""))
     if info.get("numpy_blas"):
         b = info["numpy_blas"]
         lines.append(f"- NumPy BLAS: {b.get('name')} {b.get('version', '')}")

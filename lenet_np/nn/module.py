@@ -12,6 +12,14 @@ A layer is a Module with two methods side by side:
 Names follow PyTorch: ``named_parameters``, ``state_dict``, ``load_state_dict``,
 ``to``, ``train``, ``eval``, ``zero_grad``, and ``repr`` prints like
 ``print(net)`` in torch.
+
+Buffers are arrays a module keeps that are not trained (BatchNorm's running
+statistics): ``self.register_buffer("running_mean", array)`` registers one, after
+which plain assignment ``self.running_mean = new_array`` replaces it. Buffers go
+into ``state_dict`` (after the module's own parameters, as in torch), are loaded by
+``load_state_dict``, move with ``to(device)``, and are cast by ``to(dtype)`` when
+they are floating point (integer buffers such as ``num_batches_tracked`` keep their
+dtype, as in torch). ``named_buffers`` and ``buffers`` list them.
 """
 
 from __future__ import annotations
@@ -70,6 +78,8 @@ class Module:
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_non_persistent_buffers", set())
         self.training = True
 
     # -- registration: attributes that are Parameters or Modules are tracked in order --
@@ -82,7 +92,36 @@ class Module:
             self._parameters[name] = value
         elif isinstance(value, Module):
             self._modules[name] = value
+        buffers = self.__dict__.get("_buffers")
+        if buffers is not None and name in buffers:
+            if isinstance(value, (Parameter, Module)):     # the name is no longer a buffer
+                del buffers[name]
+                self._non_persistent_buffers.discard(name)
+            else:                                          # assigning to a buffer replaces it
+                buffers[name] = value
         object.__setattr__(self, name, value)
+
+    def register_buffer(self, name: str, array, persistent: bool = True) -> None:
+        """Register ``array`` (or None) as the buffer ``name``, reachable as ``self.<name>``.
+
+        As in torch: a buffer is state that is not a parameter (no gradient, not seen by
+        optimizers); ``persistent=False`` leaves it out of ``state_dict``. None registers
+        the name without an array (it is then skipped everywhere)."""
+        if "_buffers" not in self.__dict__:
+            raise RuntimeError(f"{type(self).__name__}.__init__ must call super().__init__() first")
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"register_buffer: the name must be an identifier, got {name!r}")
+        if name in self._parameters or name in self._modules:
+            raise KeyError(f"register_buffer: {name!r} is already a parameter or a module of "
+                           f"{type(self).__name__}")
+        if array is not None and not (hasattr(array, "shape") and hasattr(array, "dtype")):
+            raise TypeError(f"register_buffer: {name!r} must be an array or None, got {type(array).__name__}")
+        self._buffers[name] = array
+        if persistent:
+            self._non_persistent_buffers.discard(name)
+        else:
+            self._non_persistent_buffers.add(name)
+        object.__setattr__(self, name, array)
 
     # -- the two methods a layer implements --
     def forward(self, x):
@@ -111,6 +150,16 @@ class Module:
     def parameters(self):
         return [p for _, p in self.named_parameters()]
 
+    def named_buffers(self, prefix=""):
+        """(name, array) for every buffer that holds an array, e.g. ("net.1.running_mean", a)."""
+        for mod_name, module in self.named_modules(prefix):
+            for name, b in module._buffers.items():
+                if b is not None:
+                    yield (f"{mod_name}.{name}" if mod_name else name), b
+
+    def buffers(self):
+        return [b for _, b in self.named_buffers()]
+
     def num_parameters(self) -> int:
         return sum(p.size for p in self.parameters())
 
@@ -129,10 +178,11 @@ class Module:
 
     # -- device and dtype --
     def to(self, device=None, dtype=None):
-        """Move parameters (and gradients) to a device and/or cast them, like torch's ``to``.
+        """Move parameters (and gradients) and buffers to a device and/or cast them, like torch's ``to``.
 
         ``net.to("cuda")``, ``net.to("cpu")``, ``net.to(dtype=np.float64)``,
         ``net.to("cuda", np.float32)``. A dtype may also be passed first: ``net.to(np.float64)``.
+        A dtype casts the parameters and the floating-point buffers; integer buffers keep theirs.
         """
         if device is not None and not isinstance(device, str):
             device, dtype = None, device
@@ -149,6 +199,14 @@ class Module:
                     if dtype is not None and a.dtype != dtype:
                         a = a.astype(dtype)
                     setattr(p, attr, a)
+            for name, b in list(m._buffers.items()):
+                if b is None:
+                    continue
+                if target is not None:
+                    b = backend.to_device(b, target)
+                if dtype is not None and b.dtype.kind == "f" and b.dtype != dtype:
+                    b = b.astype(dtype)
+                setattr(m, name, b)
             m.clear_cache()
         return self
 
@@ -165,22 +223,36 @@ class Module:
 
     @property
     def device(self) -> str:
-        params = self.parameters()
-        return backend.device_of(params[0].data) if params else "cpu"
+        arrays = [p.data for p in self.parameters()] or self.buffers()
+        return backend.device_of(arrays[0]) if arrays else "cpu"
 
     # -- saving and loading --
+    def _state_entries(self):
+        """(state_dict name, module, attribute, parameter or None) in torch's order: each
+        module's own parameters, then its persistent buffers, then its children."""
+        for mod_name, module in self.named_modules():
+            prefix = f"{mod_name}." if mod_name else ""
+            for name, p in module._parameters.items():
+                yield prefix + name, module, name, p
+            for name, b in module._buffers.items():
+                if b is not None and name not in module._non_persistent_buffers:
+                    yield prefix + name, module, name, None
+
     def state_dict(self) -> OrderedDict[str, object]:
-        """Parameter arrays by name (views of the live arrays, as in torch)."""
-        return OrderedDict((name, p.data) for name, p in self.named_parameters())
+        """Parameter and buffer arrays by name (the live arrays, as in torch)."""
+        return OrderedDict((name, p.data if p is not None else getattr(m, attr))
+                           for name, m, attr, p in self._state_entries())
 
     def load_state_dict(self, state_dict, strict: bool = True) -> None:
-        """Copy arrays into the parameters, keeping each parameter's device and dtype.
+        """Copy arrays into the parameters and buffers, keeping each one's device and dtype.
 
         Values may be NumPy or CuPy arrays (or anything with ``.numpy()`` such as a
         CPU torch tensor). With ``strict`` (the default, as in torch) missing or
-        unexpected keys raise; a shape mismatch always raises.
+        unexpected keys raise; a shape mismatch always raises, and so does an integer
+        array for a floating-point entry or the other way round.
         """
-        own = OrderedDict(self.named_parameters())
+        entries = {name: (m, attr, p) for name, m, attr, p in self._state_entries()}
+        own = OrderedDict((name, p if p is not None else getattr(m, attr)) for name, (m, attr, p) in entries.items())
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         if strict and (missing or unexpected):
@@ -206,15 +278,22 @@ class Module:
                     f"load_state_dict for {type(self).__name__}: '{name}' has shape "
                     f"{tuple(value.shape)} in the state dict but {tuple(p.shape)} in the model"
                 )
-            if not np.issubdtype(value.dtype, np.floating):
+            if p.dtype.kind == "f" and not np.issubdtype(value.dtype, np.floating):
                 raise ValueError(f"load_state_dict: '{name}' has dtype {value.dtype}, expected a float array")
+            if p.dtype.kind in "iu" and not np.issubdtype(value.dtype, np.integer):
+                raise ValueError(f"load_state_dict: '{name}' has dtype {value.dtype}, expected an integer array")
             staged[name] = value
         # only touch the model once everything checked out: a failed load changes nothing
         for name, value in staged.items():
-            p = own[name]
-            xp = backend.get_array_module(p.data)
-            p.data = xp.asarray(value, dtype=p.data.dtype).copy()
-            p.grad = None
+            module, attr, p = entries[name]
+            if p is not None:
+                xp = backend.get_array_module(p.data)
+                p.data = xp.asarray(value, dtype=p.data.dtype).copy()
+                p.grad = None
+            else:
+                old = getattr(module, attr)
+                xp = backend.get_array_module(old)
+                setattr(module, attr, xp.asarray(value, dtype=old.dtype).copy())
         for _, m in self.named_modules():
             m.clear_cache()
 

@@ -1,0 +1,214 @@
+"""BatchNorm2d and BatchNorm1d (torch's semantics and names).
+
+Notation
+    x      (N, C, H, W) for BatchNorm2d; (N, C) or (N, C, L) for BatchNorm1d
+    axes   every axis but the channel axis 1: each channel is normalised over the
+           m = N*H*W (or N, or N*L) values it has in the batch
+    gamma  weight (C,), initialised to ones;  beta  bias (C,), initialised to zeros
+    buffers running_mean (C,) zeros, running_var (C,) ones, num_batches_tracked () int64
+
+Forward, training (batch statistics; per channel c, sums over the m values of c)
+    mu      = sum(x) / m
+    var     = sum((x - mu)^2) / m                  biased: the variance that normalises
+    inv_std = 1 / sqrt(var + eps)
+    xhat    = (x - mu) * inv_std
+    y       = gamma * xhat + beta
+    running_mean = (1 - momentum) * running_mean + momentum * mu
+    running_var  = (1 - momentum) * running_var  + momentum * var * m / (m - 1)   unbiased
+    num_batches_tracked += 1           (momentum=None: the cumulative average, 1/num_batches_tracked)
+
+Forward, eval: the same with mu = running_mean and var = running_var (constants).
+
+Backward (G = dL/dy, same shape as x; sums over the m values of each channel)
+    dL/dgamma = sum(G * xhat)                                                   (C,)
+    dL/dbeta  = sum(G)                                                          (C,)
+    training  dL/dx = gamma * inv_std / m * (m * G - sum(G) - xhat * sum(G * xhat))
+              (mu and var depend on x: the two sums are what flows back through them)
+    eval      dL/dx = gamma * inv_std * G
+
+docs/batchnorm.md derives the training-mode dL/dx twice: through the full graph
+(mu, var, xhat, y) one node at a time, and in the compact form above.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .. import backend
+from .checks import check_input
+from .module import Module, Parameter
+
+
+class _BatchStatsCache(NamedTuple):
+    """Training (or no running statistics): mu and var came from this batch."""
+
+    xhat: object        # (N, C, ...) the normalised input
+    inv_std: object     # (1, C, 1, ...) 1 / sqrt(var + eps), shaped to broadcast against x
+    count: int          # m, the values per channel
+
+
+class _RunningStatsCache(NamedTuple):
+    """Eval with running statistics: mu and var are constants."""
+
+    xhat: object        # (N, C, ...)
+    inv_std: object     # (1, C, 1, ...)
+
+
+class _BatchNorm(Module):
+    """What BatchNorm1d and BatchNorm2d share; they differ in the input shapes they accept."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
+                 dtype=np.float32):
+        super().__init__()
+        name = type(self).__name__
+        if isinstance(num_features, bool) or not isinstance(num_features, (int, np.integer)) or num_features < 1:
+            raise ValueError(f"{name}: num_features must be an int >= 1 (the number of channels), "
+                             f"got {num_features!r}")
+        if not eps > 0:
+            raise ValueError(f"{name}: eps must be > 0, got {eps!r}")
+        if momentum is not None and not 0 <= momentum <= 1:
+            raise ValueError(f"{name}: momentum must be in [0, 1] (or None for a cumulative average), "
+                             f"got {momentum!r}")
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"{name}: dtype {dtype} is not supported: use float32 or float64")
+        self.num_features = int(num_features)
+        self.eps = float(eps)
+        self.momentum = None if momentum is None else float(momentum)
+        self.affine = bool(affine)
+        self.track_running_stats = bool(track_running_stats)
+        c = self.num_features
+        self.weight = Parameter(np.ones(c, dtype=dtype)) if self.affine else None
+        self.bias = Parameter(np.zeros(c, dtype=dtype)) if self.affine else None
+        if self.track_running_stats:
+            self.register_buffer("running_mean", np.zeros(c, dtype=dtype))
+            self.register_buffer("running_var", np.ones(c, dtype=dtype))
+            self.register_buffer("num_batches_tracked", np.zeros((), dtype=np.int64))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+        self._cache = None
+
+    def reset_running_stats(self) -> None:
+        """running_mean = 0, running_var = 1, num_batches_tracked = 0 (in place, as torch)."""
+        if self.track_running_stats:
+            self.running_mean[...] = 0
+            self.running_var[...] = 1
+            self.num_batches_tracked[...] = 0
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"track_running_stats={self.track_running_stats}")
+
+    # -- the two subclasses say which shapes they take --
+    _expected = "(N, C, ...)"
+    _ndims = ()
+
+    def _check(self, x):
+        c = self.num_features
+        expected = self._expected.format(c=c)
+        ref = self.weight.data if self.affine else self.running_mean
+        check_input(self, x, expected, dtype=None if ref is None else ref.dtype, params=ref)
+        if x.ndim not in self._ndims:
+            raise ValueError(f"{self!r}: expected input of shape {expected}, got shape {tuple(x.shape)} "
+                             f"({x.ndim} dimensions)")
+        check_input(self, x, expected, channels=c)
+
+    # -- forward and backward --
+    def forward(self, x):
+        self._check(x)
+        xp = backend.get_array_module(x)
+        axes = (0, *range(2, x.ndim))
+        shape = (1, self.num_features) + (1,) * (x.ndim - 2)        # per-channel arrays broadcast as this
+        count = x.size // self.num_features
+        batch_stats = self.training or not self.track_running_stats
+        if batch_stats:
+            if count < 2:
+                fix = " or call .eval() to use the running statistics" if self.track_running_stats else ""
+                raise ValueError(f"{self!r}: batch statistics need more than one value per channel, got "
+                                 f"input of shape {tuple(x.shape)}; use a batch of at least 2{fix}")
+            mean = x.mean(axis=axes, keepdims=True)
+            xc = x - mean
+            var = (xc * xc).mean(axis=axes, keepdims=True)                       # biased
+            inv_std = 1 / xp.sqrt(var + self.eps)
+            if self.training and self.track_running_stats:
+                self._update_running_stats(mean.reshape(-1), var.reshape(-1), count)
+        else:
+            xc = x - self.running_mean.reshape(shape)
+            inv_std = 1 / xp.sqrt(self.running_var.reshape(shape) + self.eps)
+        xhat = xc
+        xhat *= inv_std                                                           # xc is ours
+        if self.affine:
+            y = xhat * self.weight.data.reshape(shape)
+            y += self.bias.data.reshape(shape)
+        else:
+            y = xhat.copy()
+        self._cache = (_BatchStatsCache(xhat, inv_std, count) if batch_stats
+                       else _RunningStatsCache(xhat, inv_std))
+        return y
+
+    def _update_running_stats(self, mean, var, count):
+        """In place (state_dict() arrays stay live, as in torch), on the device: no host read."""
+        self.num_batches_tracked += 1
+        if self.momentum is None:      # cumulative average: factor 1/num_batches_tracked, a device array
+            factor = (1 / self.num_batches_tracked).astype(self.running_mean.dtype)
+        else:
+            factor = self.momentum
+        unbiased = var * (count / (count - 1))
+        self.running_mean *= 1 - factor
+        self.running_mean += factor * mean
+        self.running_var *= 1 - factor
+        self.running_var += factor * unbiased
+
+    def backward(self, grad_out, input_grad=True):
+        cache = self._cache
+        if cache is None:
+            raise RuntimeError(f"{self!r}: backward called before forward")
+        xhat, inv_std = cache.xhat, cache.inv_std
+        if grad_out.shape != xhat.shape:
+            raise ValueError(f"{self!r}: backward expected a gradient of shape {tuple(xhat.shape)} "
+                             f"(the forward's output), got shape {tuple(grad_out.shape)}")
+        axes = (0, *range(2, xhat.ndim))
+        shape = inv_std.shape
+        sum_g = grad_out.sum(axis=axes, keepdims=True)                        # dL/dbeta
+        sum_gx = (grad_out * xhat).sum(axis=axes, keepdims=True)              # dL/dgamma
+        if self.affine:
+            self.weight.accumulate(sum_gx.reshape(-1))
+            self.bias.accumulate(sum_g.reshape(-1))
+        if not input_grad:
+            return None
+        scale = inv_std * self.weight.data.reshape(shape) if self.affine else inv_std
+        if isinstance(cache, _RunningStatsCache):
+            return grad_out * scale
+        m = cache.count
+        dx = grad_out * m
+        dx -= sum_g
+        dx -= xhat * sum_gx
+        dx *= scale / m
+        return dx
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalization over (N, C, H, W), per channel across N, H and W (torch.nn.BatchNorm2d).
+
+    ``BatchNorm2d(num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True)``;
+    see the module docstring for the math. In training, an input with N*H*W == 1 raises
+    (one value per channel has no variance), as in torch.
+    """
+
+    _expected = "(N, {c}, H, W)"
+    _ndims = (4,)
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalization over (N, C) or (N, C, L), per channel across N (and L) (torch.nn.BatchNorm1d).
+
+    ``BatchNorm1d(num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True)``;
+    see the module docstring for the math. In training, a batch of one (N*L == 1) raises, as in torch.
+    """
+
+    _expected = "(N, {c}) or (N, {c}, L)"
+    _ndims = (2, 3)

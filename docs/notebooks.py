@@ -212,7 +212,7 @@ class _Page:
                          for prose, lines in chunks if lines)
 
     def _prose(self, text: str) -> str:
-        def outside_code(sub):
+        def outside_code(sub, spans):
             def apply(m):
                 if any(a <= m.start() < b for a, b in spans):
                     return m.group(0)
@@ -240,8 +240,8 @@ class _Page:
             return m.group(0) if not new else m.group("head") + new
 
         for pattern, sub in ((IMAGE, image), (HTML_IMG, html_image), (LINK, link), (REF_DEF, ref_def)):
-            spans = [m.span() for m in CODE_SPAN.finditer(text)]
-            text = pattern.sub(outside_code(sub), text)
+            spans = [m.span() for m in CODE_SPAN.finditer(text)]      # inline code, left as it is
+            text = pattern.sub(outside_code(sub, spans), text)
         return text
 
 

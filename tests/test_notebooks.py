@@ -113,6 +113,8 @@ class Kernel:
                     try:
                         client.execute_cell(work.cells[index + 1], index + 1)
                     except CellExecutionError as exc:
+                        if exc.ename == "KeyboardInterrupt":        # interrupted at the timeout
+                            pytest.fail(f"{where} ran past the timeout of {CELL_TIMEOUT} s", pytrace=False)
                         pytest.fail(f"{where} failed: {exc.ename}: {exc.evalue}\n{ANSI.sub('', exc.traceback)}",
                                     pytrace=False)
                     except Exception as exc:       # a timeout, a dead kernel

@@ -104,6 +104,7 @@ class Kernel:
         client = nbclient.NotebookClient(work, km=self.km, timeout=CELL_TIMEOUT, interrupt_on_timeout=True,
                                          allow_errors=False, kernel_name=KERNEL)
         code = [i for i, cell in enumerate(nb.cells) if cell.cell_type == "code"]
+        failure = None
         with client.setup_kernel():
             try:
                 client.execute_cell(work.cells[0], 0, store_history=False)
@@ -114,13 +115,17 @@ class Kernel:
                         client.execute_cell(work.cells[index + 1], index + 1)
                     except CellExecutionError as exc:
                         if exc.ename == "KeyboardInterrupt":        # interrupted at the timeout
-                            pytest.fail(f"{where} ran past the timeout of {CELL_TIMEOUT} s", pytrace=False)
-                        pytest.fail(f"{where} failed: {exc.ename}: {exc.evalue}\n{ANSI.sub('', exc.traceback)}",
-                                    pytrace=False)
-                    except Exception as exc:       # a timeout, a dead kernel
-                        pytest.fail(f"{where} failed: {type(exc).__name__}: {exc}", pytrace=False)
+                            failure = f"{where} ran past the timeout of {CELL_TIMEOUT} s"
+                        else:
+                            failure = f"{where} failed: {exc.ename}: {exc.evalue}\n{ANSI.sub('', exc.traceback)}"
+                    except Exception as exc:       # a dead kernel
+                        failure = f"{where} failed: {type(exc).__name__}: {exc}"
+                    if failure:
+                        break
             finally:
                 client.kc.stop_channels()
+        if failure:
+            pytest.fail(failure, pytrace=False)     # outside the except: no chained nbclient report
         return work.cells[1:]
 
 
@@ -133,21 +138,17 @@ def kernel(tmp_path_factory):
         k.shutdown()
 
 
-@pytest.fixture(scope="module")
-def book(tmp_path_factory):
-    """Every page converted, once for the module: {page name: notebook path}."""
-    out = tmp_path_factory.mktemp("notebooks")
-    return {path.with_suffix(".md").name: path for path, _ in nbconv.convert(out, DOCS)}
-
-
-def read(path: Path):
-    return nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
+def convert(page: Path, tmp_path: Path):
+    """(the page's text, its notebook), converted now: the pages may be edited while the tests run."""
+    text = page.read_text(encoding="utf-8")
+    return text, nbformat.reads(nbconv.notebook(page, tmp_path / "notebooks", DOCS), as_version=4)
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
-def test_notebook_runs(page, book, kernel, tmp_path):
-    lines = [line for line, _ in python_blocks(page.read_text(encoding="utf-8"))]
-    ran = kernel.run(read(book[page.name]), tmp_path, page.name, lines)
+def test_notebook_runs(page, kernel, tmp_path):
+    text, nb = convert(page, tmp_path)
+    (tmp_path / "cwd").mkdir()
+    ran = kernel.run(nb, tmp_path / "cwd", page.name, [line for line, _ in python_blocks(text)])
     assert all(cell.execution_count for cell in ran if cell.cell_type == "code")
 
 
@@ -186,10 +187,9 @@ def _targets(text: str) -> str:
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
-def test_notebook_is_the_page(page, book):
+def test_notebook_is_the_page(page, tmp_path):
     """Same code cells as tests/test_docs.py runs, same text; a python3 kernel; ids in order."""
-    text = page.read_text(encoding="utf-8")
-    nb = read(book[page.name])
+    text, nb = convert(page, tmp_path)
     nbformat.validate(nb)
     assert nb.metadata.kernelspec == {"display_name": "Python 3 (ipykernel)", "language": "python",
                                       "name": "python3"}
@@ -199,21 +199,28 @@ def test_notebook_is_the_page(page, book):
     assert [c.id for c in nb.cells] == [f"cell-{i}" for i in range(len(nb.cells))]
 
 
-def test_pages_link_notebooks_and_embed_their_figures(book):
-    """Across the real pages: no link to a page's .md is left, every relative image is attached."""
-    for name, path in book.items():
-        nb = read(path)
-        for cell in nb.cells:
-            if cell.cell_type != "markdown":
-                continue
-            prose = re.sub(r"^```.*?^```", "", cell.source, flags=re.S | re.M)
-            prose = re.sub(r"`[^`]*`", "", prose)
-            for target in re.findall(r"\]\(([\w-]+\.md)(?:#[^)]*)?\)", prose):
-                assert not (DOCS / target).is_file(), f"{name}: link to {target} not rewritten"
-            for target in re.findall(r"!\[[^\]]*\]\(([^)\s]+)", prose):
-                assert target.startswith(("attachment:", "http:", "https:", "data:")), f"{name}: {target} not embedded"
-                if target.startswith("attachment:"):
-                    assert target[len("attachment:"):] in cell.get("attachments", {}), f"{name}: {target} missing"
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_page_links_notebooks_and_embeds_its_figures(page, tmp_path):
+    """No link to a page's .md is left, every relative image is attached."""
+    name, (text, nb) = page.name, convert(page, tmp_path)
+    embedded = {value for cell in nb.cells for bundle in cell.get("attachments", {}).values()
+                for value in bundle.values()}
+    prose = re.sub(r"`[^`\n]*`", "", re.sub(r"^```.*?^```", "", text, flags=re.S | re.M))
+    for target in re.findall(r"!\[[^\]]*\]\(([^)\s]+)", prose):
+        if not re.match(r"[a-z]+:", target):
+            data = (DOCS / target).read_bytes()
+            assert base64.b64encode(data).decode() in embedded or data.decode(errors="replace") in embedded, target
+    for cell in nb.cells:
+        if cell.cell_type != "markdown":
+            continue
+        prose = re.sub(r"^```.*?^```", "", cell.source, flags=re.S | re.M)
+        prose = re.sub(r"`[^`]*`", "", prose)
+        for target in re.findall(r"\]\(([\w-]+\.md)(?:#[^)]*)?\)", prose):
+            assert not (DOCS / target).is_file(), f"{name}: link to {target} not rewritten"
+        for target in re.findall(r"!\[[^\]]*\]\(([^)\s]+)", prose):
+            assert target.startswith(("attachment:", "http:", "https:", "data:")), f"{name}: {target} not embedded"
+            if target.startswith("attachment:"):
+                assert target[len("attachment:"):] in cell.get("attachments", {}), f"{name}: {target} missing"
 
 
 def make_book(tmp_path: Path, pages: dict[str, str]) -> Path:

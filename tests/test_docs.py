@@ -20,6 +20,8 @@ PAGES = sorted(DOCS.glob("*.md"))
 FENCE = re.compile(r"^```([\w+-]*)[ \t]*$")
 POINTER = re.compile(r"`(lenet_np/[\w/]+\.py): ([A-Za-z_][\w.]*)`")
 LINK = re.compile(r"\]\(([\w-]+\.md)\)")
+ANY_LINK = re.compile(r"\]\(([^)\s]+)\)")                   # [text](target) and ![alt](target)
+FIGURE = re.compile(r"!\[[^\]\n]+\]\(figures/([\w-]+\.png)\)")
 
 
 def python_blocks(text: str) -> list[tuple[int, str]]:
@@ -75,7 +77,8 @@ def test_index_links_every_page():
     for name in linked:
         assert (DOCS / name).is_file(), f"index.md links to a missing page {name}"
     mine = {"network.md", "linear.md", "sigmoid.md", "relu.md", "softmax-cross-entropy.md", "convolution.md",
-            "pooling.md", "flatten.md", "gradient-check.md", "tools.md"}
+            "pooling.md", "flatten.md", "gradient-check.md", "tools.md", "batchnorm.md", "exercises.md",
+            "reproduction.md", "performance.md"}
     assert mine <= linked
 
 
@@ -89,3 +92,52 @@ def test_layer_pages_have_snippets_and_pointers():
 def test_block_extraction():
     text = "a\n```python\nx = 1\n```\n```text\nnot code\n```\n```python\ny = x\n```\n"
     assert python_blocks(text) == [(3, "x = 1\n"), (9, "y = x\n")]
+
+
+def prose(text: str) -> str:
+    """text without its fenced code blocks and inline code spans (where [a](b) is code, not a link)."""
+    text = re.sub(r"^```.*?^```[ \t]*$", "", text, flags=re.M | re.S)
+    return re.sub(r"`[^`\n]*`", "", text)
+
+
+def figures_referenced(text: str) -> list[str]:
+    """The figures/NAME.png a page shows, written as ![alt text](figures/NAME.png)."""
+    return FIGURE.findall(prose(text))
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_figures_referenced_exist(page):
+    text = page.read_text(encoding="utf-8")
+    for name in figures_referenced(text):
+        assert (DOCS / "figures" / name).is_file(), f"{page.name}: figures/{name} is missing (run make figures)"
+    images = re.findall(r"!\[[^\]]*\]\(([^)]*)\)", prose(text))
+    assert len(images) == len(figures_referenced(text)), \
+        f"{page.name}: write every image as ![alt text](figures/NAME.png), got {images}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_links_stay_in_the_repository(page):
+    """No web links, nothing outside the repository; every relative link names an existing file."""
+    text = page.read_text(encoding="utf-8")
+    assert not re.search(r"https?://", text), f"{page.name}: links outside the repository"
+    for target in ANY_LINK.findall(prose(text)):
+        path = (DOCS / target.split("#")[0]).resolve()
+        assert path.is_relative_to(ROOT) and not path.is_relative_to(ROOT.parent / "shared"), \
+            f"{page.name}: {target} lies outside the repository"
+        assert path.exists(), f"{page.name}: {target} does not exist"
+
+
+def test_book_pages_end_with_exercises():
+    for name in ("index", "network", "linear", "sigmoid", "relu", "softmax-cross-entropy", "convolution", "pooling",
+                 "flatten", "gradient-check", "performance"):
+        text = (DOCS / f"{name}.md").read_text(encoding="utf-8")
+        assert "\n## Exercises\n" in text, f"{name}.md has no section ## Exercises"
+        tail = text.split("\n## Exercises\n")[-1]
+        assert "\n## " not in tail, f"{name}.md: ## Exercises must be the last section"
+        items = re.findall(r"^\d+\. ", tail, flags=re.M)
+        assert 2 <= len(items) <= 4, f"{name}.md: {len(items)} exercises, want two or three"
+
+
+def test_figure_extraction():
+    text = "![im2col of a 4x4 image](figures/im2col.png) and ![x](figures/a-b.png) but not [t](figures/c.png)"
+    assert figures_referenced(text) == ["im2col.png", "a-b.png"]

@@ -336,11 +336,11 @@ def tie_rules(case, want):
             np.put_along_axis(one, last[..., None], 1.0, axis=-1)
             rules["last"][:, :, rows, cols] += g * one.reshape(n, c, k, k)
     cut = {name: a[:, :, p:p + h, p:p + w] for name, a in rules.items()}
-    return [("dx", "on ties dx gives the gradient to every maximum of the window: only the FIRST maximum in "
+    return [("dx", "dx gives a tied window's gradient to every maximum: only the FIRST maximum in "
                    "row-major order gets it (as torch; np.argmax finds it)", cut["every"]),
-            ("dx", "on ties dx splits the gradient among the maxima (as cs231n): torch gives it all to the FIRST "
+            ("dx", "dx splits a tied window's gradient among its maxima (as cs231n): torch gives it all to the FIRST "
                    "maximum in row-major order (np.argmax finds it)", cut["split"]),
-            ("dx", "on ties dx gives the gradient to the LAST maximum: torch gives it to the first in row-major "
+            ("dx", "dx gives a tied window's gradient to its LAST maximum: torch gives it to the first in row-major "
                    "order (np.argmax finds it; a strict > when scanning keeps the first)", cut["last"])]
 
 

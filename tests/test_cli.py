@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lenet_np
-from lenet_np import checkpoint, cli, data, evaluate, summary, trace, train, visualize
+from lenet_np import checkpoint, cli, data, evaluate, exercises, summary, trace, train, visualize
 from tests.test_tools import hide_data
 from tests.test_train import make_dataset
 
@@ -228,6 +228,22 @@ def test_data_arguments(world, capsys, no_data, argv):
     drive(data.main, argv, world, capsys)
 
 
+# new and solutions write only under {out}: a directory they fill outside it would change what check finds
+EXERCISE_DIRS = {"new": ["{out}/ex", "{out}", "{file}", "/proc/nope/ex", ""],
+                 "solutions": ["{out}/sol", "{out}", "{file}", "/proc/nope/sol", ""],
+                 "check": ["{out}", "{empty}", "{missing}", "{file}", ""], "nonsense": ["{out}"], "": ["{out}"]}
+
+
+@EXAMPLES
+@given(command=st.sampled_from(sorted(EXERCISE_DIRS)), pick=st.integers(0, 4),
+       layers=st.lists(st.sampled_from(["linear", "relu", "conv", ""]), max_size=2),
+       examples=st.sampled_from([[], ["--examples", "1"], ["--examples", "0"], ["--examples", "x"]]))
+def test_exercises_arguments(world, capsys, command, pick, layers, examples):
+    dirs = EXERCISE_DIRS[command]
+    argv = [command, dirs[pick % len(dirs)]] + (["--layer", *layers] if layers else []) + examples
+    drive(exercises.main, argv, world, capsys)
+
+
 @pytest.mark.parametrize("argv", [
     ["--download", "--dest", "/proc/nope"], ["--download", "--dest", "{file}"], ["--download", "--url", "ftp://x"],
     ["--download", "--data-dir", "{data}"], ["--download", "--data-dir", "{missing}"],
@@ -248,7 +264,8 @@ def test_benchmark_arguments(world, capsys, argv):
 # -- --help ------------------------------------------------------------------------------------------
 PARSERS = {"train": train.build_parser, "evaluate": evaluate.build_parser, "trace": trace.build_parser,
            "visualize": visualize.build_parser, "summary": summary.build_parser,
-           "gradcheck": gradcheck.build_parser, "data": data.build_parser, "benchmarks.run": bench.build_parser}
+           "gradcheck": gradcheck.build_parser, "data": data.build_parser, "benchmarks.run": bench.build_parser,
+           "exercises": exercises.build_parser}
 
 
 @pytest.mark.parametrize("name", sorted(PARSERS))

@@ -5,6 +5,7 @@ Notation
     axes   every axis but the channel axis 1: each channel is normalised over the
            m = N*H*W (or N, or N*L) values it has in the batch
     gamma  weight (C,), initialised to ones;  beta  bias (C,), initialised to zeros
+           (affine=False: neither, gamma = 1 and beta = 0; bias=False: no beta)
     buffers running_mean (C,) zeros, running_var (C,) ones, num_batches_tracked () int64
 
 Forward, training (batch statistics; per channel c, sums over the m values of c)
@@ -18,6 +19,8 @@ Forward, training (batch statistics; per channel c, sums over the m values of c)
     num_batches_tracked += 1           (momentum=None: the cumulative average, 1/num_batches_tracked)
 
 Forward, eval: the same with mu = running_mean and var = running_var (constants).
+(mu is computed in two passes, the second adding mean(x - mu) to correct the rounding of
+the first: float32 sums lose digits on activations far from 0 with a small spread.)
 
 Backward (G = dL/dy, same shape as x; sums over the m values of each channel)
     dL/dgamma = sum(G * xhat)                                                   (C,)
@@ -60,7 +63,7 @@ class _BatchNorm(Module):
     """What BatchNorm1d and BatchNorm2d share; they differ in the input shapes they accept."""
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
-                 dtype=np.float32):
+                 dtype=np.float32, *, bias=True):
         super().__init__()
         name = type(self).__name__
         if isinstance(num_features, bool) or not isinstance(num_features, (int, np.integer)) or num_features < 1:
@@ -81,7 +84,7 @@ class _BatchNorm(Module):
         self.track_running_stats = bool(track_running_stats)
         c = self.num_features
         self.weight = Parameter(np.ones(c, dtype=dtype)) if self.affine else None
-        self.bias = Parameter(np.zeros(c, dtype=dtype)) if self.affine else None
+        self.bias = Parameter(np.zeros(c, dtype=dtype)) if self.affine and bias else None
         if self.track_running_stats:
             self.register_buffer("running_mean", np.zeros(c, dtype=dtype))
             self.register_buffer("running_var", np.ones(c, dtype=dtype))
@@ -101,7 +104,7 @@ class _BatchNorm(Module):
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-                f"track_running_stats={self.track_running_stats}")
+                f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}")
 
     # -- the two subclasses say which shapes they take --
     _expected = "(N, C, ...)"
@@ -130,8 +133,13 @@ class _BatchNorm(Module):
                 fix = " or call .eval() to use the running statistics" if self.track_running_stats else ""
                 raise ValueError(f"{self!r}: batch statistics need more than one value per channel, got "
                                  f"input of shape {tuple(x.shape)}; use a batch of at least 2{fix}")
+            # two passes, the second correcting the first's rounding: activations far from 0
+            # with a small spread would otherwise lose digits to the mean (float32 sums)
             mean = x.mean(axis=axes, keepdims=True)
             xc = x - mean
+            shift = xc.mean(axis=axes, keepdims=True)
+            xc -= shift                                                           # xc is ours
+            mean += shift
             var = (xc * xc).mean(axis=axes, keepdims=True)                       # biased
             inv_std = 1 / xp.sqrt(var + self.eps)
             if self.training and self.track_running_stats:
@@ -141,11 +149,9 @@ class _BatchNorm(Module):
             inv_std = 1 / xp.sqrt(self.running_var.reshape(shape) + self.eps)
         xhat = xc
         xhat *= inv_std                                                           # xc is ours
-        if self.affine:
-            y = xhat * self.weight.data.reshape(shape)
+        y = xhat * self.weight.data.reshape(shape) if self.affine else xhat.copy()
+        if self.bias is not None:
             y += self.bias.data.reshape(shape)
-        else:
-            y = xhat.copy()
         self._cache = (_BatchStatsCache(xhat, inv_std, count) if batch_stats
                        else _RunningStatsCache(xhat, inv_std))
         return y
@@ -177,6 +183,7 @@ class _BatchNorm(Module):
         sum_gx = (grad_out * xhat).sum(axis=axes, keepdims=True)              # dL/dgamma
         if self.affine:
             self.weight.accumulate(sum_gx.reshape(-1))
+        if self.bias is not None:
             self.bias.accumulate(sum_g.reshape(-1))
         if not input_grad:
             return None
@@ -194,7 +201,8 @@ class _BatchNorm(Module):
 class BatchNorm2d(_BatchNorm):
     """Batch normalization over (N, C, H, W), per channel across N, H and W (torch.nn.BatchNorm2d).
 
-    ``BatchNorm2d(num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True)``;
+    ``BatchNorm2d(num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
+    *, bias=True)``;
     see the module docstring for the math. In training, an input with N*H*W == 1 raises
     (one value per channel has no variance), as in torch.
     """
@@ -206,7 +214,8 @@ class BatchNorm2d(_BatchNorm):
 class BatchNorm1d(_BatchNorm):
     """Batch normalization over (N, C) or (N, C, L), per channel across N (and L) (torch.nn.BatchNorm1d).
 
-    ``BatchNorm1d(num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True)``;
+    ``BatchNorm1d(num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
+    *, bias=True)``;
     see the module docstring for the math. In training, a batch of one (N*L == 1) raises, as in torch.
     """
 

@@ -21,8 +21,8 @@ into a false alarm.
 Functions with kinks (max, ReLU) need inputs away from the kinks: the tests draw
 tie-free inputs (a shuffled linspace).
 
-From the command line, ``python -m lenet_np.gradcheck [--layer conv|...|lenet|all]``
-checks every layer of LeNet and the whole network, in float64 and, side by side,
+From the command line, ``python -m lenet_np.gradcheck [--layer conv|...|batchnorm|lenet|all]``
+checks every layer of LeNet (BatchNorm in training and eval too) and the whole network, in float64 and, side by side,
 in float32, and exits with status 1 when a float64 check fails (see ``main``).
 """
 
@@ -170,7 +170,7 @@ def gradcheck_steps(module, x, steps=NET_STEPS, stop_below=None, **kwargs):
 # -- the command line: python -m lenet_np.gradcheck ----------------------------------------
 
 TOL = 1e-6          # a float64 error above this fails the check (exit status 1)
-LAYERS = ("conv", "pool", "avgpool", "linear", "sigmoid", "relu", "flatten", "loss", "lenet")
+LAYERS = ("conv", "pool", "avgpool", "linear", "sigmoid", "relu", "flatten", "loss", "batchnorm", "lenet")
 
 
 def tie_free(rng, shape, spacing=5e-3):
@@ -199,7 +199,8 @@ class Check:
 
 
 def make_checks(seed: int = 0, max_elements: int | None = 200) -> list[Check]:
-    """Every layer of LeNet with its LeNet configuration (batch 2), then the whole LeNet."""
+    """Every layer of LeNet with its LeNet configuration (batch 2), BatchNorm2d and BatchNorm1d
+    (training and eval), then the whole LeNet."""
     from . import nn
     from .model import LeNet
 
@@ -210,6 +211,18 @@ def make_checks(seed: int = 0, max_elements: int | None = 200) -> list[Check]:
 
     def plain(cls, *args):
         return lambda: cls(*args)
+
+    def batchnorm(cls, c, training=True):
+        """A BatchNorm with gamma, beta and running statistics away from 1, 0, 0, 1."""
+        def make():
+            r = np.random.default_rng(seed)
+            layer = cls(c)
+            layer.weight.data[...] = r.uniform(0.5, 2.0, c) * r.choice([-1, 1], c)
+            layer.bias.data[...] = r.standard_normal(c)
+            layer.running_mean[...] = r.standard_normal(c)
+            layer.running_var[...] = r.uniform(0.5, 2.0, c)
+            return layer.train(training)
+        return make
 
     def net(activation, pool):
         return lambda: LeNet(activation, pool, seed=seed)
@@ -227,6 +240,14 @@ def make_checks(seed: int = 0, max_elements: int | None = 200) -> list[Check]:
         Check("pool", "conv.5 MaxPool2d(2, 2), tie-free x", plain(nn.MaxPool2d, 2, 2), tie_free(rng, (2, 16, 8, 8))),
         Check("avgpool", "conv.2 AvgPool2d(2, 2)", plain(nn.AvgPool2d, 2, 2), rng.standard_normal((2, 6, 24, 24))),
         Check("flatten", "flatten (2, 16, 4, 4) -> (2, 256)", plain(nn.Flatten), rng.standard_normal((2, 16, 4, 4))),
+        # training: mu and var depend on x (the compact form's two sums); eval: running statistics.
+        # BatchNorm1d on batch 4: with 2 values a channel, xhat = +-1 whatever x is, and dL/dx ~ 0
+        Check("batchnorm", "BatchNorm2d(6), training", batchnorm(nn.BatchNorm2d, 6),
+              rng.standard_normal((2, 6, 24, 24)) * 2 + 1),
+        Check("batchnorm", "BatchNorm2d(6), eval", batchnorm(nn.BatchNorm2d, 6, training=False),
+              rng.standard_normal((2, 6, 24, 24)) * 2 + 1),
+        Check("batchnorm", "BatchNorm1d(120), training, batch 4", batchnorm(nn.BatchNorm1d, 120),
+              rng.standard_normal((4, 120)) * 2 + 1),
         Check("linear", "fc.0 Linear(256, 120)", seeded(nn.Linear, 256, 120), rng.standard_normal((2, 256))),
         Check("linear", "fc.2 Linear(120, 84)", seeded(nn.Linear, 120, 84), rng.standard_normal((2, 120))),
         Check("linear", "fc.4 Linear(84, 10)", seeded(nn.Linear, 84, 10), rng.standard_normal((2, 84))),

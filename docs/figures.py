@@ -507,6 +507,16 @@ FIGURES = {
 }
 
 
+def draw(name: str, out: Path) -> Path:
+    """Draw one figure of FIGURES into out/NAME.png."""
+    plt.rcParams.update({"font.size": 10})
+    fig = FIGURES[name]()
+    path = out / f"{name}.png"
+    fig.savefig(path, dpi=DPI, bbox_inches="tight", pad_inches=0.15, metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) > 1:
@@ -514,12 +524,8 @@ def main(argv=None) -> int:
         return 2
     out = Path(argv[0]) if argv else Path(__file__).resolve().parent / "figures"
     out.mkdir(parents=True, exist_ok=True)
-    plt.rcParams.update({"font.size": 10, "svg.hashsalt": "lenet_np"})
-    for name, draw in FIGURES.items():
-        fig = draw()
-        fig.savefig(out / f"{name}.png", dpi=DPI, bbox_inches="tight", pad_inches=0.15, metadata={"Software": None})
-        plt.close(fig)
-        print(out / f"{name}.png")
+    for name in FIGURES:
+        print(draw(name, out))
     return 0
 
 

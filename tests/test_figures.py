@@ -6,6 +6,7 @@ must come out of it, be committed under docs/figures/, and stay small.
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 
@@ -44,18 +45,22 @@ def test_drawn_figures_are_committed_and_small(drawn):
         assert 5_000 < len(data) < 150_000, f"{name}: {len(data)} bytes"
 
 
-def test_drawing_is_deterministic(drawn, tmp_path):
-    """Two runs give the same bytes, so committed figures change only when the code does."""
-    import importlib.util
-
+@pytest.fixture(scope="module")
+def figures():
     spec = importlib.util.spec_from_file_location("figures", DOCS / "figures.py")
-    figures = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(figures)
-    assert figures.main([str(tmp_path)]) == 0
-    for name in ("im2col.png", "pooling.png", "call-chain.png"):
-        assert (tmp_path / name).read_bytes() == (drawn / name).read_bytes(), name
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def test_bad_command_line():
-    run = subprocess.run([sys.executable, str(DOCS / "figures.py"), "a", "b"], capture_output=True, text=True)
-    assert run.returncode == 2 and run.stderr.count("\n") == 1 and "usage" in run.stderr
+def test_drawing_is_deterministic(figures, drawn, tmp_path):
+    """Two runs give the same bytes, so committed figures change only when the code does."""
+    for name in ("im2col", "pooling", "call-chain"):
+        path = figures.draw(name, tmp_path)
+        assert path.read_bytes() == (drawn / path.name).read_bytes(), name
+
+
+def test_bad_command_line(figures, capsys):
+    assert figures.main(["a", "b"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "usage" in err

@@ -80,6 +80,7 @@ class Kernel:
         self.base = base
         self.km = AsyncKernelManager(kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(base / "kernels")]),
                                      kernel_name=KERNEL, connection_file=str(base / "connection.json"))
+        self.kc = None                             # one client too, made by the first NotebookClient
         self._sync = nbclient.util.run_sync
 
     def ensure_running(self):
@@ -87,9 +88,16 @@ class Kernel:
             self._sync(self.km.start_kernel)(cwd=str(self.base),
                                              extra_arguments=["--HistoryManager.hist_file=:memory:"])
         elif not self._sync(self.km.is_alive)():
+            self._drop_client()
             self._sync(self.km.restart_kernel)(now=True)
 
+    def _drop_client(self):
+        if self.kc is not None:
+            self.kc.stop_channels()
+            self.kc = None
+
     def shutdown(self):
+        self._drop_client()
         if self.km.has_kernel:
             self._sync(self.km.shutdown_kernel)(now=True)
 
@@ -105,7 +113,9 @@ class Kernel:
                                          allow_errors=False, kernel_name=KERNEL)
         code = [i for i, cell in enumerate(nb.cells) if cell.cell_type == "code"]
         failure = None
+        client.kc = self.kc
         with client.setup_kernel():
+            self.kc = client.kc
             try:
                 client.execute_cell(work.cells[0], 0, store_history=False)
                 for k, index in enumerate(code):
@@ -122,8 +132,9 @@ class Kernel:
                         failure = f"{where} failed: {type(exc).__name__}: {exc}"
                     if failure:
                         break
-            finally:
-                client.kc.stop_channels()
+            except BaseException:
+                self._drop_client()                # a fresh client for the next notebook
+                raise
         if failure:
             pytest.fail(failure, pytrace=False)     # outside the except: no chained nbclient report
         return work.cells[1:]

@@ -283,3 +283,13 @@ def test_help(capsys):
     for argv in (["--help"], ["check", "--help"], ["new", "--help"], ["solutions", "--help"]):
         status, out, _ = run(capsys, *argv)
         assert status == 0 and "usage: python -m lenet_np.exercises" in out
+
+
+def test_a_mistake_only_random_shapes_find_is_shrunk_to_the_smallest(tmp_path, capsys):
+    """dx doubled only when IN > 5: the fixed cases miss it, Hypothesis finds it and shrinks it to
+    one example and IN = 6."""
+    write_layer(tmp_path, "linear", "return grad_out @ self.weight.data",
+                "return grad_out @ self.weight.data * (1 + (x.shape[1] > 5))")
+    line, hint = layer_lines(run(capsys, "check", tmp_path, "--layer", "linear")[1])["linear"]
+    assert "dx: worst error 5.0e-01 (fails: lenet_np)" in line
+    assert hint.endswith("[lenet_np: x (1, 6), weight (1, 6)]") and "off by a factor 2" in hint

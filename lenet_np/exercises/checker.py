@@ -525,7 +525,9 @@ def format_result(ex: Exercise, result: Result) -> list[str]:
     head = f"{ex.name:<{NAME_WIDTH}}{result.status:<17}"
     if result.status == "pass":
         s = result.stats
-        return [f"{head}finite differences {s['fd']:.0e}, lenet_np {s['ref']:.0e} on {s['shapes']} random shapes, "
+        def err(e):
+            return f"{e:.0e}" if e else "0"
+        return [f"{head}finite differences {err(s['fd'])}, lenet_np {err(s['ref'])} on {s['shapes']} random shapes, "
                 f"{s['traps']} traps"]
     if not result.failures:
         return [head + result.detail]

@@ -21,7 +21,7 @@ def im2col(x_pad, kh, kw, stride):
     n, c, hp, wp = x_pad.shape
     oh, ow = (hp - kh) // stride + 1, (wp - kw) // stride + 1
     cols = np.empty((n, oh, ow, c, kh, kw), dtype=x_pad.dtype)
-    for k in range(kh):                  # kernel offset (k, l): one strided slice per offset
+    for k in range(kh):                  # kernel offset (k, m): one strided slice per offset
         for m in range(kw):
             patch = x_pad[:, :, k:k + stride * oh:stride, m:m + stride * ow:stride]   # (N, C, OH, OW)
             cols[:, :, :, :, k, m] = patch.transpose(0, 2, 3, 1)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import nn
-from ..gradcheck import tie_free
+from ..gradcheck import rel_error, tie_free
 from ..nn.im2col import col2im, conv_output_size
 from .checker import Case, Exercise, Failure, Raised, close, diagnose, explain_raised, qualname, student_frame
 
@@ -278,11 +278,14 @@ def col2im_check(module) -> list[Failure]:
         return [failure]
     if close(got, want):
         return []
+    if not isinstance(got, np.ndarray):
+        return [Failure(stage, name, float("inf"), f"col2im returns {type(got).__name__}: return an array of shape "
+                        "x_pad_shape", label, 2, "not an array")]
     lhs = float(np.sum(seen * cols))
     rhs = float(np.sum(x_pad * got)) if np.shape(got) == x_pad.shape else float("nan")
     hint, rank = diagnose(CONV_IM2COL, "dx", np.asarray(got, dtype=np.float64), want, case)
     hint = hint.replace("dx", "col2im(c)", 1)
-    err = float("inf") if np.shape(got) != want.shape else float(np.abs(got - want).max() / np.abs(want).max())
+    err = float("inf") if np.shape(got) != want.shape else rel_error(got, want)
     return [Failure(stage, name, err, f"{hint}; <im2col(x), c> = {lhs:.6g} but <x, col2im(c)> = {rhs:.6g}",
                     label, rank)]
 

@@ -4,7 +4,11 @@ Layout of the archive (every entry a NumPy array):
 
     param/<state_dict name>    the network's parameters (conv.0.weight ... fc.4.bias)
     optim/<key>                the optimizer's state_dict (moments, step counts, hyper-parameters)
-    meta                       a JSON string: format, epoch, step, settings, RNG states, history
+    meta                       a JSON string: format, epoch, step, settings, RNG states, history,
+                               and the per-step metrics (global_step, steps, step_window)
+
+The settings name the network (variant, activation, pool); a checkpoint written before
+variants existed has no variant and holds the seed's network.
 
 ``save`` writes to a temporary file in the target's directory and renames it over
 the target, so a kill at any moment leaves either the old or the new checkpoint,
@@ -28,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from . import backend
-from .model import ACTIVATIONS, POOLS
+from .model import ACTIVATIONS, POOLS, VARIANTS
 
 FORMAT = "lenet_np-checkpoint-1"
 
@@ -135,7 +139,9 @@ def _check_rng_state(v) -> bool:
 
 # Each known setting: (test, what it must be). Unknown settings are ignored.
 SETTING_CHECKS = {
+    "variant": (lambda v: isinstance(v, str) and v in VARIANTS, " or ".join(map(repr, VARIANTS))),
     "epochs": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
+    "log_every": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
     "batch_size": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
     "lr": (lambda v: _is_number(v) and v > 0, "a finite number > 0"),
     "momentum": (lambda v: _is_number(v) and v >= 0, "a finite number >= 0"),
@@ -157,6 +163,12 @@ META_CHECKS = {
     "history": (lambda v: isinstance(v, list) and all(isinstance(h, dict) for h in v), "a list of JSON objects"),
     "epoch_rng_state": (_check_rng_state, "a NumPy PCG64 generator state"),
     "rng_state": (_check_rng_state, "a NumPy PCG64 generator state"),
+    "global_step": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
+    "steps": (lambda v: isinstance(v, list) and all(
+        isinstance(r, dict) and all(isinstance(k, str) and (_is_int(x) or isinstance(x, float)) for k, x in r.items())
+        for r in v), "a list of JSON objects of numbers"),
+    "step_window": (lambda v: isinstance(v, list) and len(v) == 2 and all(_is_number(x) for x in v),
+                    "a list of two numbers"),
 }
 RESUME_FIELDS = ("epoch", "step", "sums", "settings", "history", "epoch_rng_state", "rng_state")
 

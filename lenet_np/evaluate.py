@@ -13,16 +13,24 @@ import numpy as np
 
 from . import backend, checkpoint, cli
 from .data import CLASS_NAMES, DataError, load_fashion_mnist
-from .model import LeNet
+from .model import LeNet, resolve_variant
 from .train import predict
 
 
+def network_kwargs(settings) -> dict:
+    """The LeNet keyword arguments (variant, activation, pool) of a checkpoint's settings:
+    ``LeNet(**network_kwargs(meta["settings"]))`` rebuilds its network. A setting that is
+    absent takes the variant's default; a checkpoint without a variant holds the seed's network."""
+    variant, activation, pool = resolve_variant(settings.get("variant", "seed"), settings.get("activation"),
+                                                settings.get("pool"))
+    return {"variant": variant, "activation": activation, "pool": pool}
+
+
 def load_model(path, device="cpu") -> LeNet:
-    """A LeNet of the checkpoint's architecture with its weights."""
+    """A LeNet of the checkpoint's architecture (its variant, activation, pooling) with its weights."""
     meta = checkpoint.load(path)["meta"]
-    settings = meta.get("settings", {})
     try:
-        net = LeNet(activation=settings.get("activation", "sigmoid"), pool=settings.get("pool", "max"))
+        net = LeNet(**network_kwargs(meta.get("settings", {})))
     except ValueError as exc:
         raise checkpoint.CheckpointError(f"checkpoint {path}: {exc}") from None
     checkpoint.load_into(path, net)

@@ -1,4 +1,6 @@
-"""LeNet, exactly the seed's network (Dive into Deep Learning), and its variants.
+"""LeNet, exactly the seed's network (Dive into Deep Learning), and the book's other LeNets.
+
+``variant="seed"`` (the default), the seed's network:
 
     input (N, 1, 28, 28)
     conv.0 Conv2d(1, 6, 5)      -> (N, 6, 24, 24)      conv.1 Sigmoid
@@ -11,13 +13,35 @@
 
 44,426 parameters; ``state_dict()`` keys and array layouts are those of the seed's
 torch model, so weights move between the two with ``load_state_dict``.
+
+``variant="d2l"``, today's book (one ``nn.Sequential`` named ``net``):
+
+    net.0 Conv2d(1, 6, 5, padding=2) -> (N, 6, 28, 28)   net.1 Sigmoid   net.2 AvgPool2d(2, 2)
+    net.3 Conv2d(6, 16, 5)           -> (N, 16, 10, 10)  net.4 Sigmoid   net.5 AvgPool2d(2, 2)
+    net.6 Flatten                    -> (N, 400)
+    net.7 Linear(400, 120)  net.8 Sigmoid  net.9 Linear(120, 84)  net.10 Sigmoid
+    net.11 Linear(84, 10)                                -> (N, 10) logits
+
+61,706 parameters.
+
+``variant="batchnorm"``, the book's LeNet with batch normalization:
+
+    net.0 Conv2d(1, 6, 5)  net.1 BatchNorm2d(6)   net.2 Sigmoid  net.3 AvgPool2d(2, 2)  -> (N, 6, 12, 12)
+    net.4 Conv2d(6, 16, 5) net.5 BatchNorm2d(16)  net.6 Sigmoid  net.7 AvgPool2d(2, 2)  -> (N, 16, 4, 4)
+    net.8 Flatten                                                                      -> (N, 256)
+    net.9 Linear(256, 120)  net.10 BatchNorm1d(120)  net.11 Sigmoid
+    net.12 Linear(120, 84)  net.13 BatchNorm1d(84)   net.14 Sigmoid
+    net.15 Linear(84, 10)                                                              -> (N, 10) logits
+
+44,878 parameters, and the running statistics of the four BatchNorms as buffers.
+The keys of both are those of the book's torch models (``net.0.weight`` ...).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .nn import AvgPool2d, Conv2d, Linear, MaxPool2d, ReLU, Sequential, Sigmoid
+from .nn import AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, Sigmoid
 from .nn.checks import check_input
 from .nn.init import make_rng
 from .nn.module import Module
@@ -25,71 +49,192 @@ from .nn.module import Module
 ACTIVATIONS = {"sigmoid": Sigmoid, "relu": ReLU}
 POOLS = {"max": MaxPool2d, "avg": AvgPool2d}
 
+# Per variant: the activations and poolings it takes, and its defaults (the book's).
+# Every activation here is monotone and every pooling a 2x2 window, so any pair gives a
+# working network; a choice outside these lists is refused naming the variant.
+VARIANTS = {
+    "seed": {"activation": ("sigmoid", "relu"), "pool": ("max", "avg"), "defaults": ("sigmoid", "max")},
+    "d2l": {"activation": ("sigmoid", "relu"), "pool": ("avg", "max"), "defaults": ("sigmoid", "avg")},
+    "batchnorm": {"activation": ("sigmoid", "relu"), "pool": ("avg", "max"), "defaults": ("sigmoid", "avg")},
+}
+
+
+def resolve_variant(variant="seed", activation=None, pool=None) -> tuple[str, str, str]:
+    """(variant, activation, pool) with the variant's defaults filled in; ValueError, naming
+    the variant and the valid choices, for an unknown variant or a choice it does not take."""
+    if variant not in VARIANTS:
+        raise ValueError(f"LeNet: variant must be one of {', '.join(map(repr, VARIANTS))}, got {variant!r}")
+    spec = VARIANTS[variant]
+    activation = spec["defaults"][0] if activation is None else activation
+    pool = spec["defaults"][1] if pool is None else pool
+    for what, value in (("activation", activation), ("pool", pool)):
+        if value not in spec[what]:
+            raise ValueError(f"LeNet(variant={variant!r}): {what} must be one of "
+                             f"{', '.join(map(repr, spec[what]))}, got {value!r}")
+    return variant, activation, pool
+
+
+def xavier_uniform(rng, shape, dtype=np.float32):
+    """Glorot/Xavier uniform, as torch's ``nn.init.xavier_uniform_`` (gain 1): uniform in
+    +-sqrt(6 / (fan_in + fan_out)), with fan_in = shape[1] * receptive field and fan_out =
+    shape[0] * receptive field (receptive field KH*KW for a conv weight, 1 for a linear one)."""
+    receptive = int(np.prod(shape[2:])) if len(shape) > 2 else 1
+    fan_in, fan_out = shape[1] * receptive, shape[0] * receptive
+    bound = np.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-bound, bound, size=shape).astype(dtype)
+
+
+def _xavier(layer, rng, dtype):
+    """The book's ``init_cnn``: re-draw the weight of a Conv2d or Linear Xavier-uniform. The
+    bias keeps its default draw (uniform in +-1/sqrt(fan_in)), as in the book, whose
+    ``init_cnn`` only re-initialises weights."""
+    layer.weight.data = xavier_uniform(rng, layer.weight.shape, dtype)
+    return layer
+
+
+def _is_monotone_activation(layer) -> bool:
+    return isinstance(layer, (Sigmoid, ReLU))
+
+
+def swap_for_eval(layers: list) -> list:
+    """``layers`` with every (monotone activation, MaxPool2d) pair that sits side by side
+    swapped to (MaxPool2d, activation): max(act(z)) == act(max(z)) bit for bit because the
+    activation never decreases. Nothing else moves (a BatchNorm with a negative weight is not
+    monotone increasing, an average does not commute with a sigmoid)."""
+    layers = list(layers)
+    i = 0
+    while i < len(layers) - 1:
+        if _is_monotone_activation(layers[i]) and isinstance(layers[i + 1], MaxPool2d):
+            layers[i], layers[i + 1] = layers[i + 1], layers[i]
+            i += 2
+        else:
+            i += 1
+    return layers
+
 
 class LeNet(Module):
-    """The book's LeNet. ``activation``: "sigmoid" | "relu"; ``pool``: "max" | "avg".
+    """The book's LeNets. ``variant``: "seed" (default) | "d2l" | "batchnorm" (see the module
+    docstring); ``activation``: "sigmoid" | "relu" (default sigmoid); ``pool``: "max" | "avg"
+    (default: max for "seed", avg for the others, as the book).
 
-    Weights are initialised as torch's defaults from ``rng`` (a numpy Generator)
-    or from ``seed``; the same seed gives the same network.
+    Weights are initialised as torch's defaults ("seed") or as the book's ``init_cnn``
+    (Xavier-uniform weights of every Conv2d and Linear, torch's default biases; "d2l" and
+    "batchnorm"), from ``rng`` (a numpy Generator) or from ``seed``; the same seed gives the
+    same network. BatchNorm starts at weight 1, bias 0, running mean 0, running variance 1.
 
     ``pool_first`` (default True): in evaluation mode (``eval()``), run each max pooling
-    of the convolutional block *before* the activation that precedes it in the seed.
+    *before* the activation that precedes it (only where the two sit side by side).
     Sigmoid and ReLU never decrease, so max(act(z)) == act(max(z)) bit for bit: the
     output is the same, and the activation runs on a quarter of the values (the
     sigmoid's exp is the costliest elementwise step on the CPU). In training mode the
-    seed's order runs, because the backward must send each window's gradient to the
+    book's order runs, because the backward must send each window's gradient to the
     first maximum *of the activations*, as torch does: where two values of a window
     differ but their sigmoids round to the same float32, pooling first would pick the
     larger value instead (measured: 4 of 40 random initialisations then differed from
     torch's input gradient by more than 2e-5). A backward after an evaluation-mode
     forward routes such near-ties by the values before the activation. False runs the
-    seed's order always. Average pooling always runs in the seed's order.
+    book's order always. Average pooling always runs in the book's order.
     """
 
-    def __init__(self, activation="sigmoid", pool="max", seed=None, rng=None, dtype=np.float32,
-                 pool_first=True):
+    def __init__(self, activation=None, pool=None, seed=None, rng=None, dtype=np.float32,
+                 pool_first=True, *, variant="seed"):
         super().__init__()
-        if activation not in ACTIVATIONS:
+        if activation is not None and activation not in ACTIVATIONS:
             raise ValueError(f"LeNet: activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-        if pool not in POOLS:
+        if pool is not None and pool not in POOLS:
             raise ValueError(f"LeNet: pool must be one of {sorted(POOLS)}, got {pool!r}")
+        variant, activation, pool = resolve_variant(variant, activation, pool)
         if seed is not None and rng is not None:
             raise ValueError("LeNet: pass seed or rng, not both")
+        self.variant = variant
         self.activation = activation
         self.pool = pool
         rng = make_rng(rng if rng is not None else seed)
         act, pool_cls = ACTIVATIONS[activation], POOLS[pool]
-        self.conv = Sequential(
-            Conv2d(1, 6, 5, rng=rng, dtype=dtype), act(), pool_cls(2, 2),
-            Conv2d(6, 16, 5, rng=rng, dtype=dtype), act(), pool_cls(2, 2),
-        )
-        self.fc = Sequential(
-            Linear(16 * 4 * 4, 120, rng=rng, dtype=dtype), act(),
-            Linear(120, 84, rng=rng, dtype=dtype), act(),
-            Linear(84, 10, rng=rng, dtype=dtype),
-        )
+        if variant == "seed":
+            self.conv = Sequential(
+                Conv2d(1, 6, 5, rng=rng, dtype=dtype), act(), pool_cls(2, 2),
+                Conv2d(6, 16, 5, rng=rng, dtype=dtype), act(), pool_cls(2, 2),
+            )
+            self.fc = Sequential(
+                Linear(16 * 4 * 4, 120, rng=rng, dtype=dtype), act(),
+                Linear(120, 84, rng=rng, dtype=dtype), act(),
+                Linear(84, 10, rng=rng, dtype=dtype),
+            )
+        elif variant == "d2l":
+            def conv(*a, **k):
+                return _xavier(Conv2d(*a, rng=rng, dtype=dtype, **k), rng, dtype)
+
+            def linear(*a):
+                return _xavier(Linear(*a, rng=rng, dtype=dtype), rng, dtype)
+
+            self.net = Sequential(
+                conv(1, 6, 5, padding=2), act(), pool_cls(2, 2),
+                conv(6, 16, 5), act(), pool_cls(2, 2), Flatten(),
+                linear(16 * 5 * 5, 120), act(), linear(120, 84), act(), linear(84, 10),
+            )
+        else:
+            def conv(*a):
+                return _xavier(Conv2d(*a, rng=rng, dtype=dtype), rng, dtype)
+
+            def linear(*a):
+                return _xavier(Linear(*a, rng=rng, dtype=dtype), rng, dtype)
+
+            self.net = Sequential(
+                conv(1, 6, 5), BatchNorm2d(6, dtype=dtype), act(), pool_cls(2, 2),
+                conv(6, 16, 5), BatchNorm2d(16, dtype=dtype), act(), pool_cls(2, 2), Flatten(),
+                linear(16 * 4 * 4, 120), BatchNorm1d(120, dtype=dtype), act(),
+                linear(120, 84), BatchNorm1d(84, dtype=dtype), act(),
+                linear(84, 10),
+            )
         self.pool_first = bool(pool_first)
         self._cache = None
 
-    def conv_order(self):
-        """The convolutional block's layers in the order forward runs them (in this mode)."""
-        layers = list(self.conv)
-        if self.pool_first and self.pool == "max" and not self.training:
-            for i in (1, 4):             # (activation, max pool) -> (max pool, activation)
-                layers[i], layers[i + 1] = layers[i + 1], layers[i]
+    # -- the layers, by name and in the order forward runs them --
+    def named_layers(self) -> list:
+        """(name, layer) of every layer in the book's order, named as in ``state_dict``
+        (conv.0 ... fc.4, or net.0 ... net.N); for "seed" the flatten reshape between the two
+        blocks is ("flatten", None)."""
+        if self.variant == "seed":
+            return ([(f"conv.{i}", m) for i, m in enumerate(self.conv)] + [("flatten", None)]
+                    + [(f"fc.{i}", m) for i, m in enumerate(self.fc)])
+        return [(f"net.{i}", m) for i, m in enumerate(self.net)]
+
+    def layer_order(self) -> list:
+        """The layers in the order forward runs them in this mode (``named_layers`` with the
+        evaluation-mode swaps of ``pool_first``); None stands for the seed's flatten reshape."""
+        layers = [m for _, m in self.named_layers()]
+        if self.pool_first and not self.training:
+            layers = swap_for_eval(layers)
         return layers
 
+    def conv_order(self):
+        """The convolutional block's layers (up to the flatten) in the order forward runs them."""
+        order = self.layer_order()
+        end = next(i for i, m in enumerate(order) if m is None or isinstance(m, Flatten))
+        return order[:end]
+
+    def first_conv(self) -> Conv2d:
+        """The first convolution (conv.0 or net.0): its filters look at the image."""
+        return self.named_layers()[0][1]
+
     def forward(self, img):
-        check_input(self.conv[0], img, "(N, 1, 28, 28)", ndim=4, channels=1,
-                    dtype=self.conv[0].weight.dtype, params=self.conv[0].weight.data)
+        first = self.first_conv()
+        check_input(first, img, "(N, 1, 28, 28)", ndim=4, channels=1,
+                    dtype=first.weight.dtype, params=first.weight.data)
         if img.shape[2:] != (28, 28):
             raise ValueError(f"LeNet: expected input of shape (N, 1, 28, 28), got shape {tuple(img.shape)}")
         feature = img
-        order = self.conv_order()
+        order = self.layer_order()
+        feature_shape = None
         for layer in order:
-            feature = layer(feature)                    # ends as (N, 16, 4, 4)
-        self._cache = (feature.shape, order)            # backward retraces this order
-        return self.fc(feature.reshape(img.shape[0], -1))   # flatten: (N, 256)
+            if layer is None:                            # the seed's feature.view(N, -1)
+                feature_shape = feature.shape
+                feature = feature.reshape(img.shape[0], -1)
+            else:
+                feature = layer(feature)
+        self._cache = (feature_shape, order)             # backward retraces this order
+        return feature
 
     def backward(self, grad_out, input_grad=True):
         """dL/dlogits (N, 10) -> dL/dimg (N, 1, 28, 28), or None with input_grad=False
@@ -97,10 +242,10 @@ class LeNet(Module):
         if self._cache is None:
             raise RuntimeError("LeNet: backward called before forward")
         feature_shape, order = self._cache
-        grad = self.fc.backward(grad_out).reshape(feature_shape)
+        grad = grad_out
         first, *rest = order
         for layer in reversed(rest):
-            grad = layer.backward(grad)
+            grad = grad.reshape(feature_shape) if layer is None else layer.backward(grad)
         return first.backward(grad, input_grad=input_grad)
 
     def extra_repr(self):

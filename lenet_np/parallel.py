@@ -15,6 +15,14 @@ a slice); the workers' threads take the slices in turn.
 
 During the parallel passes BLAS runs one thread per worker (threadpoolctl), so the
 workers do not oversubscribe the cores.
+
+Batch statistics: a BatchNorm in training mode normalises with the mean and variance of
+the batch it sees. Split, each replica would see only its slice's (torch's DataParallel has
+the same trap, which its SyncBatchNorm mends), and its running statistics would be updated
+once per slice. So a module that holds a BatchNorm using batch statistics (training mode,
+or ``track_running_stats=False``) runs unsplit, on ``module`` itself, exactly the book's
+network. In evaluation mode a BatchNorm is a fixed per-channel affine map of the running
+statistics: the batch is split again, and the replicas share the module's buffers.
 """
 
 from __future__ import annotations
@@ -24,6 +32,14 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from . import backend
+from .nn import BatchNorm1d, BatchNorm2d
+
+
+def uses_batch_statistics(module) -> bool:
+    """True when a forward of ``module`` in its current mode depends on the whole batch at
+    once: some BatchNorm in it normalises with the batch's mean and variance."""
+    return any(isinstance(m, (BatchNorm1d, BatchNorm2d)) and (m.training or not m.track_running_stats)
+               for _, m in module.named_modules())
 
 
 def default_workers() -> int:
@@ -45,7 +61,8 @@ class DataParallel:
     threads run them. Batches smaller than ``min_chunk * workers`` run on ``module`` alone:
     on small slices the layers' Python overhead dominates, and the threads then mostly wait
     for the GIL (measured here: batch 16 took 7-9 ms on two threads against 4.5 ms on one;
-    64 broke even).
+    64 broke even). A module with a BatchNorm that uses batch statistics runs unsplit too
+    (``uses_batch_statistics``; see the module docstring).
     """
 
     def __init__(self, module, workers=None, min_chunk=32, max_chunk=256):
@@ -92,7 +109,8 @@ class DataParallel:
         return self.forward(x)
 
     def forward(self, x):
-        if backend.is_cupy_array(x) or self.workers == 1 or len(x) < self.min_chunk * self.workers:
+        if (backend.is_cupy_array(x) or self.workers == 1 or len(x) < self.min_chunk * self.workers
+                or uses_batch_statistics(self.module)):
             self._sizes = None
             return self.module(x)
         xp = backend.get_array_module(x)
@@ -102,6 +120,9 @@ class DataParallel:
             replica.train(self.module.training)
             for p, q in zip(own, replica.parameters()):
                 q.data = p.data
+            for (_, m), (_, r) in zip(self.module.named_modules(), replica.named_modules()):
+                for name, b in m._buffers.items():     # running statistics: read only here
+                    setattr(r, name, b)
         self._sizes = [len(c) for c in chunks]
         outs = self._map(lambda w, c: self.replicas[w](c), chunks)
         return xp.concatenate(outs)

@@ -1,17 +1,20 @@
 """A torchinfo-like table of LeNet: ``python -m lenet_np.summary``.
 
-For each layer: its name in ``state_dict`` terms (conv.0 ... fc.4), its type, the shape of
-its output for a batch of the given size, its parameter count and its multiply-adds.
+For each layer: its name in ``state_dict`` terms (conv.0 ... fc.4, or net.0 ... net.N for
+the d2l and batchnorm variants), its type, the shape of its output for a batch of the given
+size, its parameter count and its multiply-adds.
 
 The shapes are computed, not measured: each layer's output shape follows from its input
 shape and its settings (kernel size, stride and padding of a convolution or pooling, out
 features of a linear layer), walking the layers in the order ``LeNet.forward`` does
-(``net.conv``, then the flatten reshape, then ``net.fc``). Nothing is allocated, so any
+(``LeNet.named_layers``, in the book's order). Nothing is allocated, so any
 batch size is cheap; the tests check the formulas against a real forward pass.
 
 Multiply-adds count the multiply-accumulate operations of the weights only:
 ``N * O * OH * OW * C * KH * KW`` for a convolution and ``N * in * out`` for a linear
-layer; bias additions, activations and pooling are not counted (as torchinfo does).
+layer; bias additions, batch normalization, activations and pooling are not counted (as
+torchinfo does). Parameters are the trainable ones; BatchNorm's running statistics are
+buffers and are not counted.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ import sys
 import numpy as np
 
 from . import cli
-from .model import ACTIVATIONS, POOLS, LeNet
-from .nn import AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, Sigmoid
+from .model import ACTIVATIONS, POOLS, VARIANTS, LeNet
+from .nn import AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, Sigmoid
 from .nn.im2col import conv_output_size
 from .nn.module import Module
 
@@ -44,10 +47,8 @@ def _mult_adds(layer, out_shape) -> int:
 
 def _stages(net):
     """(name, layer) pairs in forward order; the layer None stands for the flatten reshape."""
-    if hasattr(net, "conv") and hasattr(net, "fc"):           # LeNet and its variants
-        yield from ((f"conv.{i}", m) for i, m in enumerate(net.conv))
-        yield "flatten", None
-        yield from ((f"fc.{i}", m) for i, m in enumerate(net.fc))
+    if isinstance(net, LeNet):                                 # every variant
+        yield from net.named_layers()
     elif isinstance(net, Sequential):
         yield from ((str(i), m) for i, m in enumerate(net))
     else:
@@ -77,6 +78,13 @@ def output_shape(layer, in_shape: tuple) -> tuple:
     if isinstance(layer, Flatten):
         return (in_shape[0], math.prod(in_shape[1:]))
     if isinstance(layer, (Sigmoid, ReLU)):
+        return tuple(in_shape)
+    if isinstance(layer, (BatchNorm1d, BatchNorm2d)):
+        ndim = 4 if isinstance(layer, BatchNorm2d) else 2
+        if len(in_shape) != ndim or in_shape[1] != layer.num_features:
+            raise ValueError(f"summary: {type(layer).__name__}({layer.num_features}) takes "
+                             f"{'(N, C, H, W)' if ndim == 4 else '(N, C)'} inputs with C = {layer.num_features}, "
+                             f"got shape {in_shape}")
         return tuple(in_shape)
     raise TypeError(f"summary: cannot compute the output shape of a {type(layer).__name__}")
 
@@ -144,15 +152,18 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Print LeNet as a table: output shapes, parameters, multiply-adds.")
     p.add_argument("--batch-size", type=cli.positive_int, default=1,
                    help="batch size of the output shapes, >= 1 (default 1)")
-    p.add_argument("--activation", choices=sorted(ACTIVATIONS), default="sigmoid",
+    p.add_argument("--variant", choices=tuple(VARIANTS), default="seed",
+                   help="seed (the default), d2l (today's book) or batchnorm (d2l's LeNet with batch normalization)")
+    p.add_argument("--activation", choices=sorted(ACTIVATIONS), default=None,
                    help="relu or sigmoid (default sigmoid)")
-    p.add_argument("--pool", choices=sorted(POOLS), default="max", help="avg or max pooling (default max)")
+    p.add_argument("--pool", choices=sorted(POOLS), default=None,
+                   help="avg or max pooling (default max; avg for d2l and batchnorm)")
     return p
 
 
 def run(args) -> int:
-    net = LeNet(activation=args.activation, pool=args.pool, seed=0)
-    print(f"LeNet(activation={args.activation!r}, pool={args.pool!r}), input "
+    net = LeNet(activation=args.activation, pool=args.pool, seed=0, variant=args.variant)
+    print(f"LeNet(variant={net.variant!r}, activation={net.activation!r}, pool={net.pool!r}), input "
           f"[{args.batch_size}, {', '.join(map(str, INPUT_SHAPE))}]")
     print(format_summary(summary(net, args.batch_size), args.batch_size))
     return 0

@@ -6,9 +6,12 @@ layer's ``backward`` returns (dL/d its input: shape, norm, largest entry) and th
 gradients it stored in its parameters. With sigmoids the gradient shrinks on its way
 down (each sigmoid multiplies it by y(1 - y) <= 1/4): the trace shows by how much.
 
-``trace(net, x, y)`` walks the layers itself, exactly as ``LeNet.forward`` and
-``LeNet.backward`` do (``net.conv``, the flatten reshape, ``net.fc``, then the same in
+``trace(net, x, y)`` walks the layers itself, as ``LeNet.forward`` and ``LeNet.backward``
+do in training mode (``LeNet.named_layers``: conv.0 ... the flatten reshape ... fc.4 for the
+seed's network, net.0 ... net.N for the d2l and batchnorm variants, then the same in
 reverse), and returns one record (a dict) per step, so the numbers can be used in code.
+The network runs in the mode it is in (a fresh or loaded one trains: BatchNorm uses the
+batch's statistics).
 
 The images are the first Fashion-MNIST test images: from ``--data-dir`` when given (an
 error when the data is not there), else from the search path of ``lenet_np.data``, else,
@@ -24,8 +27,9 @@ import sys
 import numpy as np
 
 from . import backend, cli
-from .model import ACTIVATIONS, POOLS, LeNet
+from .model import ACTIVATIONS, POOLS, VARIANTS, LeNet
 from .nn import CrossEntropyLoss
+from .parallel import uses_batch_statistics
 
 try:
     from .data import CLASS_NAMES
@@ -68,31 +72,38 @@ def read_checkpoint(path) -> tuple[dict, dict]:
     return {k[len("param/"):]: v for k, v in files.items() if k.startswith("param/")}, meta
 
 
-def load_network(path=None, activation=None, pool=None, seed=0) -> tuple[LeNet, str]:
+def load_network(path=None, activation=None, pool=None, seed=0, variant=None) -> tuple[LeNet, str]:
     """(net, description): a LeNet with the checkpoint's weights, or a fresh one.
 
-    The checkpoint's settings choose the activation and pooling; passing a different
+    The checkpoint's settings choose the variant, the activation and the pooling (a
+    checkpoint without a variant holds the seed's network); passing a different ``variant``,
     ``activation`` or ``pool`` raises ToolError (the weights belong to that network).
     """
     if path is None:
-        activation, pool = activation or "sigmoid", pool or "max"
-        return LeNet(activation=activation, pool=pool, seed=seed), f"freshly initialised (seed {seed})"
+        try:
+            net = LeNet(activation=activation, pool=pool, seed=seed, variant=variant or "seed")
+        except ValueError as exc:
+            raise ToolError(str(exc)) from None
+        return net, f"freshly initialised (seed {seed})"
     params, meta = read_checkpoint(path)
     settings = meta.get("settings", {})
-    chosen = {}
-    for key, asked in (("activation", activation), ("pool", pool)):
+    settings = dict(settings, variant=settings.get("variant", "seed")) if isinstance(settings, dict) else {}
+    for key, asked in (("variant", variant), ("activation", activation), ("pool", pool)):
         saved = settings.get(key)
         if asked is not None and saved is not None and asked != saved:
             raise ToolError(f"checkpoint {path} holds a LeNet with {key}={saved!r}, not {asked!r}; "
                             f"drop --{key} or pass --{key} {saved}")
-        chosen[key] = saved or asked or ("sigmoid" if key == "activation" else "max")
+        if saved is None and asked is not None:
+            settings[key] = asked
     try:
+        from .evaluate import network_kwargs
+        chosen = network_kwargs(settings)
         net = LeNet(**chosen)
         net.load_state_dict(params)
     except (KeyError, ValueError) as exc:
         msg = exc.args[0] if exc.args else str(exc)
-        raise ToolError(f"checkpoint {path} does not fit LeNet({chosen['activation']}, {chosen['pool']}): "
-                        f"{msg}") from None
+        shown = ", ".join(f"{k}={settings.get(k)!r}" for k in ("variant", "activation", "pool") if k in settings)
+        raise ToolError(f"checkpoint {path} does not fit LeNet({shown}): {msg}") from None
     epoch = meta.get("epoch")
     return net, f"checkpoint {path}" + (f" (epoch {epoch})" if epoch is not None else "")
 
@@ -150,9 +161,9 @@ def _grad(g) -> dict:
 
 
 def named_layers(net):
-    """(name, layer) of a LeNet in forward order; the layer None stands for the flatten reshape."""
-    return ([(f"conv.{i}", m) for i, m in enumerate(net.conv)] + [("flatten", None)]
-            + [(f"fc.{i}", m) for i, m in enumerate(net.fc)])
+    """(name, layer) of a LeNet (any variant) in the book's forward order, named as in
+    ``state_dict``; the layer None stands for the seed's flatten reshape."""
+    return net.named_layers()
 
 
 def trace(net: LeNet, x, y, loss_fn=None) -> list[dict]:
@@ -226,10 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
                                             "gradient shapes and norms backward.")
     p.add_argument("--batch-size", type=cli.int_in_range(1, MAX_BATCH), default=4,
                    help=f"images in the batch, 1 to {MAX_BATCH:,} (the test set's size) (default 4)")
+    p.add_argument("--variant", choices=tuple(VARIANTS), default=None,
+                   help="seed (default), d2l or batchnorm; taken from the checkpoint when one is given")
     p.add_argument("--activation", choices=sorted(ACTIVATIONS), default=None,
                    help="sigmoid (default) or relu; taken from the checkpoint when one is given")
     p.add_argument("--pool", choices=sorted(POOLS), default=None,
-                   help="max (default) or avg; taken from the checkpoint when one is given")
+                   help="max (default; avg for d2l and batchnorm) or avg; taken from the checkpoint when one "
+                   "is given")
     p.add_argument("--checkpoint", type=cli.existing_file, default=None,
                    help="a .npz checkpoint of lenet_np.train (default: fresh weights)")
     p.add_argument("--data-dir", type=cli.existing_dir, default=None,
@@ -241,15 +255,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args) -> int:
     try:
-        net, where = load_network(args.checkpoint, args.activation, args.pool, args.seed)
+        net, where = load_network(args.checkpoint, args.activation, args.pool, args.seed, args.variant)
+        if args.batch_size < 2 and uses_batch_statistics(net):
+            raise ToolError(f"--batch-size {args.batch_size}: LeNet(variant={net.variant!r}) normalises with the "
+                            "batch's statistics in training mode, which needs a batch of at least 2; "
+                            "pass --batch-size 2 or more")
         x, y, what = sample_batch(args.batch_size, args.data_dir, args.seed)
-    except ToolError as exc:
+        records = trace(net, x, y)
+    except (ToolError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     labels = ", ".join(f"{int(c)} {CLASS_NAMES[int(c)]}" for c in y[:8]) + (", ..." if len(y) > 8 else "")
-    print(f"LeNet(activation={net.activation!r}, pool={net.pool!r}), weights: {where}")
+    print(f"LeNet(variant={net.variant!r}, activation={net.activation!r}, pool={net.pool!r}), weights: {where}")
     print(f"batch: {what}; labels: {labels}\n")
-    print(format_trace(trace(net, x, y)))
+    print(format_trace(records))
     return 0
 
 

@@ -1,14 +1,28 @@
 """Train the book's LeNet on Fashion-MNIST: ``python -m lenet_np.train``.
 
 The defaults reproduce Dive into Deep Learning: Adam, lr 0.001, batch 256, 5 epochs,
-sigmoid activations, max pooling. One line per epoch in the book's format:
+sigmoid activations, max pooling. ``--variant d2l`` or ``--variant batchnorm`` trains the
+book's other LeNets with the book's recipe for them (SGD, lr 0.1, batch 128, 10 epochs,
+average pooling); flags given on the command line override any default. One line per
+epoch in the book's format:
 
     epoch 1, loss 1.8135, train acc 0.328, test acc 0.586, time 4.1 sec
 
 (loss and train acc are the true means over the epoch's examples; time is the
 training time of the epoch). After each epoch a checkpoint is written atomically
-(``--checkpoint``); ``--resume`` continues a run bit for bit on the CPU, and Ctrl-C
-saves the state reached so far (mid-epoch included) and says how to resume.
+(``--checkpoint``); it records the settings (the variant included), so ``--resume``,
+evaluate, trace and visualize rebuild the same network. ``--resume`` continues a run bit
+for bit on the CPU, and Ctrl-C saves the state reached so far (mid-epoch included) and
+says how to resume.
+
+Per-step metrics: with ``--metrics runs/m.csv``, ``runs/m.steps.csv`` (the same format)
+gets one row every ``--log-every`` steps and at the last step of each epoch: the epoch,
+the global step (1-based, counted across epochs and resumes), the mean loss per example
+of the steps since the previous row, and the L2 norm of every parameter's gradient at
+that step (after backward, before the optimizer's step), one ``grad_norm:<name>`` column
+per parameter in ``named_parameters()`` order. The norms are reduced on the device and
+read back in one transfer with the loss, at the loop's periodic reads. The rows live in
+the checkpoint, so a resumed run keeps those of the steps before it.
 """
 
 from __future__ import annotations
@@ -27,19 +41,22 @@ import numpy as np
 
 from . import backend, checkpoint, cli
 from .data import DataError, iterate_batches, load_fashion_mnist, num_batches
-from .model import LeNet
+from .model import VARIANTS, LeNet, resolve_variant
 from .nn import CrossEntropyLoss
 from .optim import SGD, Adam
 from .parallel import DataParallel, default_workers
 
-SETTINGS = ("epochs", "batch_size", "lr", "optimizer", "momentum", "seed", "activation", "pool", "workers")
-FIXED = ("activation", "pool", "optimizer")      # cannot change when resuming
+SETTINGS = ("variant", "epochs", "batch_size", "lr", "optimizer", "momentum", "seed", "activation", "pool",
+            "workers", "log_every")
+FIXED = ("variant", "activation", "pool", "optimizer")      # cannot change when resuming
+NEUTRAL = ("epochs", "log_every")        # changing these on resume does not change the trajectory
 MAX_WORKERS = 256
 METRIC_FIELDS = ("epoch", "loss", "train_acc", "test_acc", "time_sec", "examples_per_sec")
 
 
 DESCRIPTION = ("Train the book's LeNet on Fashion-MNIST (Adam, lr 0.001, batch 256, 5 epochs, sigmoid, max "
-               "pooling by default). One line per epoch; a checkpoint after each epoch with --checkpoint; "
+               "pooling by default; --variant d2l or batchnorm: SGD, lr 0.1, batch 128, 10 epochs, average "
+               "pooling, the book's recipe). One line per epoch; a checkpoint after each epoch with --checkpoint; "
                "--resume continues a run; Ctrl-C saves the state reached and says how to resume.")
 
 
@@ -47,21 +64,37 @@ class TrainingError(RuntimeError):
     """Stops the run with a message for the user (exit status 1)."""
 
 
-DEFAULTS = {"epochs": 5, "batch_size": 256, "lr": 0.001, "optimizer": "adam", "momentum": 0.0, "seed": 0,
-            "activation": "sigmoid", "pool": "max", "workers": 0}
+DEFAULTS = {"variant": "seed", "epochs": 5, "batch_size": 256, "lr": 0.001, "optimizer": "adam", "momentum": 0.0,
+            "seed": 0, "activation": "sigmoid", "pool": "max", "workers": 0, "log_every": 10}
+# The book's recipe for its other LeNets (d2l.ai, chapters on LeNet and on batch normalization).
+BOOK_RECIPE = {"epochs": 10, "batch_size": 128, "lr": 0.1, "optimizer": "sgd", "pool": "avg"}
+RECIPES = {"seed": {}, "d2l": BOOK_RECIPE, "batchnorm": BOOK_RECIPE}
+
+
+def defaults_for(variant) -> dict:
+    """The default settings of a variant: DEFAULTS, with the book's recipe for d2l and batchnorm."""
+    return dict(DEFAULTS, variant=variant, **RECIPES[variant])
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Settings default to None here and are filled in by ``resolve_settings``: from the
     checkpoint when resuming (so ``--resume ck.npz`` alone continues the same run), else
     from DEFAULTS (the book's settings). Every value is checked here, before any work."""
-    d = DEFAULTS
+    d, b = DEFAULTS, BOOK_RECIPE
     p = cli.Parser(prog="python -m lenet_np.train", description=DESCRIPTION)
+    p.add_argument("--variant", choices=tuple(VARIANTS),
+                   help="which of the book's LeNets: seed (the default), d2l (today's book: padding 2, average "
+                   "pooling, Xavier init) or batchnorm (d2l's LeNet with batch normalization); d2l and batchnorm "
+                   "default to the book's recipe for them")
     p.add_argument("--epochs", type=cli.positive_int,
-                   help=f"total epochs of the run, a resumed run included (default {d['epochs']})")
-    p.add_argument("--batch-size", type=cli.positive_int, help=f"mini-batch size (default {d['batch_size']})")
-    p.add_argument("--lr", type=cli.positive_float, help=f"learning rate, a number > 0 (default {d['lr']})")
-    p.add_argument("--optimizer", choices=("adam", "sgd"), help=f"adam or sgd (default {d['optimizer']})")
+                   help=f"total epochs of the run, a resumed run included (default {d['epochs']}; "
+                   f"d2l, batchnorm: {b['epochs']})")
+    p.add_argument("--batch-size", type=cli.positive_int,
+                   help=f"mini-batch size (default {d['batch_size']}; d2l, batchnorm: {b['batch_size']})")
+    p.add_argument("--lr", type=cli.positive_float,
+                   help=f"learning rate, a number > 0 (default {d['lr']}; d2l, batchnorm: {b['lr']})")
+    p.add_argument("--optimizer", choices=("adam", "sgd"),
+                   help=f"adam or sgd (default {d['optimizer']}; d2l, batchnorm: {b['optimizer']})")
     p.add_argument("--momentum", type=cli.non_negative_float, help=f"SGD momentum, >= 0 (default {d['momentum']})")
     p.add_argument("--device", type=cli.device, default="auto",
                    help="auto, cpu or cuda; auto picks cuda when CuPy sees a GPU (default auto)")
@@ -70,13 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=cli.existing_dir, default=None,
                    help="directory with the four Fashion-MNIST IDX files (default: search the usual places)")
     p.add_argument("--activation", choices=("sigmoid", "relu"), help=f"sigmoid or relu (default {d['activation']})")
-    p.add_argument("--pool", choices=("max", "avg"), help=f"max or avg pooling (default {d['pool']})")
+    p.add_argument("--pool", choices=("max", "avg"),
+                   help=f"max or avg pooling (default {d['pool']}; d2l, batchnorm: {b['pool']})")
     p.add_argument("--checkpoint", type=cli.output_file(".npz"), default=None,
                    help="write a .npz checkpoint here after each epoch")
     p.add_argument("--resume", type=cli.existing_file, default=None,
                    help="continue the run saved in this checkpoint")
     p.add_argument("--metrics", type=cli.output_file(".csv", ".json"), default=None,
-                   help="write per-epoch metrics here (.csv or .json)")
+                   help="write per-epoch metrics here (.csv or .json), and per-step metrics (loss, gradient "
+                   "norm of every parameter) beside it: runs/m.csv -> runs/m.steps.csv")
+    p.add_argument("--log-every", type=cli.positive_int,
+                   help=f"steps between two rows of the per-step metrics, >= 1; the last step of each epoch "
+                   f"always has one (default {d['log_every']})")
     p.add_argument("--plot", type=cli.output_file(".png"), default=None,
                    help="write a .png of the loss and accuracy curves here (needs matplotlib)")
     p.add_argument("--workers", type=cli.int_in_range(0, MAX_WORKERS),
@@ -88,9 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_settings(args, saved=None) -> None:
-    """Fill unset settings from the checkpoint being resumed (``saved``) or DEFAULTS.
+    """Fill unset settings from the checkpoint being resumed (``saved``) or the variant's
+    defaults (``defaults_for``). A checkpoint without a variant holds the seed's network.
     A setting that cannot change in mid-run (the architecture, the optimizer) must match."""
-    for key, default in DEFAULTS.items():
+    if saved is not None:
+        saved = dict(saved)
+        saved.setdefault("variant", "seed")
+    variant = args.variant or (saved["variant"] if saved is not None else DEFAULTS["variant"])
+    for key, default in defaults_for(variant).items():
         given = getattr(args, key)
         if saved is None or key not in saved:
             setattr(args, key, default if given is None else given)
@@ -102,13 +145,18 @@ def resolve_settings(args, saved=None) -> None:
             raise checkpoint.CheckpointError(
                 f"checkpoint {args.resume} was trained with {flag} {saved[key]}, but this run asks for "
                 f"{flag} {given}; drop {flag} (or pass {flag} {saved[key]}) to resume it")
-        elif given != saved[key] and key != "epochs":
+        elif given != saved[key] and key not in NEUTRAL:
             print(f"warning: resuming with --{key.replace('_', '-')} {given} instead of the checkpoint's "
                   f"{saved[key]}: the result will differ from an uninterrupted run", file=sys.stderr)
 
 
 def check_args(args) -> None:
-    """What argparse cannot check: matplotlib for --plot."""
+    """What argparse cannot check: a variant with an activation or pooling it does not take,
+    matplotlib for --plot."""
+    try:
+        resolve_variant(args.variant, args.activation, args.pool)
+    except ValueError as exc:
+        raise TrainingError(f"{exc}: pick another --activation or --pool") from None
     if args.plot:
         try:
             import matplotlib  # noqa: F401
@@ -176,17 +224,78 @@ class Progress:
 
 
 # -- metrics and plot ---------------------------------------------------------------------
-def write_metrics(path, history) -> None:
+def write_metrics(path, history, fields=METRIC_FIELDS) -> None:
+    """Rows (dicts) as a CSV with a header or a JSON list of objects (by the suffix), atomically."""
     path = Path(path)
     if path.suffix.lower() == ".json":
         data = json.dumps(history, indent=2).encode()
     else:
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, lineterminator="\n")
+        w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
         w.writeheader()
         w.writerows(history)
         data = buf.getvalue().encode()
     checkpoint.atomic_write(path, lambda f: f.write(data))
+
+
+def steps_path(path) -> Path:
+    """Where the per-step metrics go: runs/metrics.csv -> runs/metrics.steps.csv."""
+    path = Path(path)
+    return path.with_name(path.stem + ".steps" + path.suffix)
+
+
+STEP_FIELDS = ("epoch", "step", "loss")
+
+
+class StepLog:
+    """The per-step metrics: a row every ``every`` steps and at the last step of each epoch.
+
+    ``record`` runs after backward and before the optimizer's step: it reduces the window's
+    loss and every parameter's squared gradient norm on the device and keeps the vector;
+    ``flush`` reads every pending vector back in one transfer (called where the loop reads
+    the device anyway) and turns them into rows. ``carry`` holds the loss sum and the
+    examples of the window's steps that ran before a resume."""
+
+    def __init__(self, net, every, rows=(), carry=(0.0, 0)):
+        named = list(net.named_parameters())
+        self.params = [p for _, p in named]
+        self.fields = (*STEP_FIELDS, *(f"grad_norm:{name}" for name, _ in named))
+        self.every = every
+        self.rows = list(rows)
+        self.carry = (float(carry[0]), int(carry[1]))
+        self._pending = []
+
+    def due(self, global_step, last_of_epoch) -> bool:
+        return last_of_epoch or global_step % self.every == 0
+
+    def record(self, epoch, global_step, window_losses, window_examples) -> None:
+        """``window_losses``: the device array of loss * batch size of the window's steps."""
+        xp = backend.get_array_module(window_losses)
+        parts = [window_losses.sum().reshape(1).astype(np.float64)]
+        for p in self.params:
+            g = p.grad
+            parts.append(xp.zeros(1, dtype=np.float64) if g is None
+                         else (g.astype(np.float64) ** 2).sum().reshape(1))
+        carry_loss, carry_n = self.carry
+        self._pending.append((epoch, global_step, carry_loss, carry_n + window_examples, xp.concatenate(parts)))
+        self.carry = (0.0, 0)
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        xp = backend.get_array_module(self._pending[0][-1])
+        values = backend.as_numpy(xp.stack([v for *_, v in self._pending]))     # one transfer
+        for (epoch, global_step, carry_loss, n, _), v in zip(self._pending, values):
+            row = {"epoch": epoch, "step": global_step, "loss": _short((carry_loss + v[0]) / max(n, 1))}
+            row.update({f: _short(np.sqrt(x)) for f, x in zip(self.fields[len(STEP_FIELDS):], v[1:])})
+            self.rows.append(row)
+        self._pending = []
+
+
+def _short(x) -> float:
+    """A float with 7 significant digits (what float32 holds): gradient norms of the first
+    layers of a sigmoid network can be 1e-6 and smaller, so a fixed number of decimals would not do."""
+    return float(f"{float(x):.7g}")
 
 
 def write_plot(path, history) -> None:
@@ -285,7 +394,7 @@ def run(args) -> list:
         check_resume(meta, args.resume, len(data.train_labels), args.batch_size)
     train_x, train_y, test_x, test_y = (xp.asarray(a) for a in data)   # uint8, once on the device
 
-    net = LeNet(activation=args.activation, pool=args.pool, seed=args.seed).to(device)
+    net = LeNet(activation=args.activation, pool=args.pool, seed=args.seed, variant=args.variant).to(device)
     opt = make_optimizer(args, net)
     if device == "cpu":
         args.workers = args.workers or default_workers()
@@ -294,7 +403,15 @@ def run(args) -> list:
         args.workers, model = 1, net                  # one GPU stream: no threads
     data_rng = np.random.default_rng([args.seed, 1])   # shuffling: independent of the init stream
     history, start_epoch, skip, sums = [], 1, 0, (0.0, 0, 0)
+    n_train = len(train_y)
+    total = num_batches(n_train, args.batch_size)
+    global_step, carried_rows = 0, []
+    steps = StepLog(net, args.log_every) if args.metrics else None
     if meta is not None:
+        global_step = meta.get("global_step", meta["epoch"] * total + meta["step"])
+        rows = [r for r in meta.get("steps", []) if r.get("step", 0) <= global_step]
+        steps = StepLog(net, args.log_every, rows, meta.get("step_window", (0.0, 0))) if args.metrics else None
+        carried_rows = rows
         checkpoint.load_into(args.resume, net, opt)
         data_rng.bit_generator.state = meta["epoch_rng_state"]
         history = meta["history"]
@@ -310,11 +427,15 @@ def run(args) -> list:
     settings = {k: getattr(args, k) for k in SETTINGS}
     save_path = args.checkpoint
 
-    def save(epoch_done, step, epoch_rng_state, sums, path=None):
+    def save(epoch_done, step, epoch_rng_state, sums, path=None, window=(0.0, 0)):
+        if steps is not None:
+            steps.flush()
         checkpoint.save(path or save_path, net, opt, {
             "epoch": epoch_done, "step": step, "sums": list(sums), "settings": settings,
             "epoch_rng_state": epoch_rng_state, "rng_state": data_rng.bit_generator.state,
-            "history": history})
+            "history": history, "global_step": global_step,
+            "steps": steps.rows if steps is not None else carried_rows,
+            "step_window": list(window) if steps is not None else [0.0, 0]})
 
     loss_fn = CrossEntropyLoss()
 
@@ -325,11 +446,9 @@ def run(args) -> list:
         except ValueError as exc:
             raise TrainingError(f"{exc} (epoch {epoch}, by step {step + 1}/{total}); the training "
                                 "labels must be class indices 0..9") from None
-    n_train = len(train_y)
-    total = num_batches(n_train, args.batch_size)
     check_every = 1 if device == "cpu" else 50      # reading the loss back syncs a GPU
     if not args.quiet:
-        print(f"training LeNet ({args.activation}, {args.pool} pool) on {device}: {n_train} examples, "
+        print(f"training LeNet ({args.variant}, {args.activation}, {args.pool} pool) on {device}: {n_train} examples, "
               f"batch {args.batch_size}, {args.optimizer} lr {args.lr}", file=sys.stderr)
     for epoch in range(start_epoch, args.epochs + 1):
         epoch_rng_state = data_rng.bit_generator.state
@@ -340,6 +459,7 @@ def run(args) -> list:
         progress = Progress(epoch, total, args.quiet)
         start = time.perf_counter()
         step = skip
+        row_start, window_examples = skip, 0                 # the steps since the last per-step row
         batches = iterate_batches(train_x, train_y, args.batch_size, shuffle=True, rng=data_rng)
         # a diverging run overflows on its way to NaN; the loss check below reports it
         with StopOnInterrupt() as interrupt, np.errstate(over="ignore", invalid="ignore"):
@@ -350,12 +470,19 @@ def run(args) -> list:
                 logits = model(x)
                 loss = loss_fn.forward(logits, y)
                 model.backward(loss_fn.backward(), input_grad=False)
-                opt.step()
                 losses[step] = loss * len(y)
+                global_step += 1
+                window_examples += len(y)
+                if steps is not None and steps.due(global_step, step + 1 == total):
+                    steps.record(epoch, global_step, losses[row_start:step + 1], window_examples)
+                    row_start, window_examples = step + 1, 0
+                opt.step()
                 correct += (logits.argmax(axis=1) == y).sum()
                 seen += len(y)
                 if (step + 1) % check_every == 0 or step + 1 == total or interrupt.requested:
                     check_labels(epoch, step)
+                    if steps is not None:
+                        steps.flush()
                     window = losses[:step + 1]
                     if not bool(xp.isfinite(window).all()):
                         bad = int(xp.argmax(~xp.isfinite(window)))
@@ -369,7 +496,9 @@ def run(args) -> list:
                     done = step + 1
                     partial = (loss_sum0 + float(losses[:done].sum()), correct0 + int(correct), seen)
                     path = save_path or "lenet_np-interrupted.npz"
-                    save(epoch - 1, done, epoch_rng_state, partial, path)
+                    window = ((steps.carry[0] + float(losses[row_start:done].sum()), steps.carry[1] + window_examples)
+                              if steps is not None else (0.0, 0))
+                    save(epoch - 1, done, epoch_rng_state, partial, path, window)
                     again = _resume_command(path, args.argv)
                     print(f"\ninterrupted at epoch {epoch}, step {done}/{total}; state saved to {path}. "
                           f"Resume with:\n  {again}", file=sys.stderr)
@@ -389,7 +518,9 @@ def run(args) -> list:
         if save_path:
             save(epoch, 0, epoch_rng_state, (0.0, 0, 0))
         if args.metrics:
+            steps.flush()
             write_metrics(args.metrics, history)
+            write_metrics(steps_path(args.metrics), steps.rows, steps.fields)
         if args.plot:
             write_plot(args.plot, history)
     return history

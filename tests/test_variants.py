@@ -1,0 +1,365 @@
+"""The book's other LeNets (variant="d2l" and "batchnorm") against the book's torch models,
+their evaluation order, and DataParallel with batch statistics."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+import lenet_np as ln
+from lenet_np import nn
+from lenet_np.model import VARIANTS, swap_for_eval
+from lenet_np.parallel import DataParallel, uses_batch_statistics
+
+from .conftest import to_np
+
+torch = pytest.importorskip("torch", reason="the reference tests need torch==2.13.0 (pip install -e '.[test]')")
+from .test_torch_parity import assert_close, torch_device  # noqa: E402  (after the importorskip)
+
+F = torch.nn.functional
+tnn = torch.nn
+NEW = ("d2l", "batchnorm")
+
+
+# -- the book's torch models, verbatim layer lists -----------------------------------------
+def book_layers(variant, act=tnn.Sigmoid, pool=tnn.AvgPool2d):
+    if variant == "d2l":
+        return [tnn.Conv2d(1, 6, kernel_size=5, padding=2), act(), pool(kernel_size=2, stride=2),
+                tnn.Conv2d(6, 16, kernel_size=5), act(), pool(kernel_size=2, stride=2), tnn.Flatten(),
+                tnn.Linear(16 * 5 * 5, 120), act(), tnn.Linear(120, 84), act(), tnn.Linear(84, 10)]
+    return [tnn.Conv2d(1, 6, kernel_size=5), tnn.BatchNorm2d(6), act(), pool(kernel_size=2, stride=2),
+            tnn.Conv2d(6, 16, kernel_size=5), tnn.BatchNorm2d(16), act(), pool(kernel_size=2, stride=2),
+            tnn.Flatten(), tnn.Linear(256, 120), tnn.BatchNorm1d(120), act(),
+            tnn.Linear(120, 84), tnn.BatchNorm1d(84), act(), tnn.Linear(84, 10)]
+
+
+class LeNet(tnn.Module):
+    """The book's model: one nn.Sequential named ``net``, weights Xavier-uniform (init_cnn)."""
+
+    def __init__(self, variant, act=tnn.Sigmoid, pool=tnn.AvgPool2d):
+        super().__init__()
+        self.net = tnn.Sequential(*book_layers(variant, act, pool))
+        for m in self.modules():
+            if type(m) in (tnn.Linear, tnn.Conv2d):
+                tnn.init.xavier_uniform_(m.weight)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def torch_book(variant, seed=0, dtype=torch.float32, **kw):
+    torch.manual_seed(seed)
+    return LeNet(variant, **kw).to(dtype)
+
+
+def to_torch_state(net):
+    return {k: torch.tensor(np.array(to_np(v))) for k, v in net.state_dict().items()}
+
+
+def ours_from_torch(theirs, variant, xp, dtype=np.float32, **kw):
+    ours = ln.LeNet(variant=variant, seed=123, dtype=dtype, **kw)
+    ours.load_state_dict(theirs.state_dict())
+    return ours.to("cuda" if xp is not np else "cpu")
+
+
+# -- layout, repr, initialisation -----------------------------------------------------------
+@pytest.mark.parametrize("variant,count", [("d2l", 61_706), ("batchnorm", 44_878)])
+def test_state_dict_layout_matches_the_books_model(variant, count):
+    ours, theirs = ln.LeNet(variant=variant, seed=0), torch_book(variant)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    for (k, a), (_, b) in zip(ours.state_dict().items(), theirs.state_dict().items()):
+        assert tuple(a.shape) == tuple(b.shape) and a.dtype == b.numpy().dtype, k
+    assert ours.num_parameters() == sum(p.numel() for p in theirs.parameters()) == count
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
+    ours.load_state_dict(theirs.state_dict())                     # both ways
+    theirs.load_state_dict(to_torch_state(ln.LeNet(variant=variant, seed=5)))
+    for k, v in ours.state_dict().items():
+        np.testing.assert_array_equal(v, torch_book(variant).state_dict()[k].numpy(), err_msg=k)
+
+
+def test_the_books_parameter_keys():
+    assert [k for k in ln.LeNet(variant="d2l").state_dict()][::2] == [
+        f"net.{i}.weight" for i in (0, 3, 7, 9, 11)]
+    keys = ln.LeNet(variant="batchnorm").state_dict()
+    assert sorted({k.rsplit(".", 1)[0] for k in keys}, key=lambda k: int(k[4:])) == [
+        f"net.{i}" for i in (0, 1, 4, 5, 9, 10, 12, 13, 15)]
+    assert keys["net.10.num_batches_tracked"].dtype == np.int64
+
+
+@pytest.mark.parametrize("variant", NEW)
+def test_repr_reads_like_torch(variant):
+    ours = repr(ln.LeNet(variant=variant)).splitlines()
+    theirs = repr(torch_book(variant)).splitlines()
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        assert a.split("(")[:2] == b.split("(")[:2]   # same names and nesting
+    assert "(0): Conv2d(1, 6, kernel_size=(5, 5), stride=(1, 1), padding=(2, 2))" in repr(ln.LeNet(variant="d2l"))
+
+
+@pytest.mark.parametrize("variant", NEW)
+def test_xavier_weights_and_torch_default_biases(variant):
+    net = ln.LeNet(variant=variant, seed=0)
+    for name, layer in net.named_layers():
+        if not isinstance(layer, (nn.Conv2d, nn.Linear)):
+            continue
+        w, b = layer.weight.data, layer.bias.data
+        receptive = int(np.prod(w.shape[2:]))
+        fan_in, fan_out = w.shape[1] * receptive, w.shape[0] * receptive
+        bound = np.sqrt(6 / (fan_in + fan_out))
+        assert np.abs(w).max() <= bound and np.abs(w).max() > 0.9 * bound, name
+        assert abs(w.std() - bound / np.sqrt(3)) < 0.25 * bound / np.sqrt(3), name        # uniform's std
+        assert np.abs(b).max() <= 1 / np.sqrt(fan_in) and np.abs(b).max() > 0.5 / np.sqrt(fan_in), name
+        assert w.dtype == b.dtype == np.float32
+    for a, b in zip(net.parameters(), ln.LeNet(variant=variant, seed=0).parameters()):
+        np.testing.assert_array_equal(a.data, b.data)                # the same seed, the same network
+    assert not np.array_equal(net.parameters()[0].data, ln.LeNet(variant=variant, seed=1).parameters()[0].data)
+    if variant == "batchnorm":
+        bn = net.net[1]
+        np.testing.assert_array_equal(bn.weight.data, 1)
+        np.testing.assert_array_equal(bn.running_var, 1)
+
+
+def test_variant_choices_and_clear_errors():
+    for variant in VARIANTS:
+        for act in ("sigmoid", "relu"):
+            for pool in ("max", "avg"):
+                net = ln.LeNet(act, pool, seed=0, variant=variant)
+                assert (net.variant, net.activation, net.pool) == (variant, act, pool)
+                assert net(np.zeros((2, 1, 28, 28), np.float32)).shape == (2, 10)
+    assert ln.LeNet(variant="d2l").pool == "avg" and ln.LeNet().pool == "max"
+    with pytest.raises(ValueError, match=r"variant must be one of 'seed', 'd2l', 'batchnorm', got 'resnet'"):
+        ln.LeNet(variant="resnet")
+    with pytest.raises(ValueError, match="activation"):
+        ln.LeNet(activation="tanh", variant="d2l")
+    with pytest.raises(ValueError, match="LeNet: expected input of shape \\(N, 1, 28, 28\\)"):
+        ln.LeNet(variant="d2l")(np.zeros((2, 1, 32, 32), np.float32))
+
+
+# -- torch parity: forward, input and parameter gradients ----------------------------------
+def normwise(a, b) -> float:
+    a, b = (t.detach().cpu().numpy().astype(np.float64) for t in (a, b))     # two torch tensors
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+def before_batchnorm(net) -> set:
+    """Names of the biases a BatchNorm follows: the BatchNorm subtracts their effect, so their
+    gradient is 0 in exact arithmetic and rounding noise in float32, in torch as in ours."""
+    layers = net.named_layers()
+    return {f"{name}.bias" for (name, m), (_, nxt) in zip(layers, layers[1:])
+            if isinstance(nxt, (nn.BatchNorm1d, nn.BatchNorm2d))}
+
+
+def one_step_against_torch(xp, variant, theirs, batch, seed, **kw):
+    """One forward and backward of ours (float32) and of the book's torch model with the same
+    weights, in float32 and in float64. Ours must agree with torch's float64 result to the
+    seed LeNet's tolerances (logits 1e-5, loss 1e-6, gradients 2e-5 normwise), or, where
+    torch's own float32 result is further than that from its float64 one (a batch of 2
+    through BatchNorm1d: two values a channel), be at most twice as far as torch's."""
+    dev = torch_device(xp)
+    ours = ours_from_torch(theirs, variant, xp, **kw)
+    theirs64 = copy.deepcopy(theirs).double()
+    rng = np.random.default_rng(seed)
+    x = rng.random((batch, 1, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, batch)
+    loss_fn = nn.CrossEntropyLoss()
+    logits = ours(xp.asarray(x))
+    loss = loss_fn(logits, xp.asarray(y))
+    gx = ours.backward(loss_fn.backward())
+    assert logits.dtype == gx.dtype == np.float32
+    ref = {}
+    for model, dtype in ((theirs, torch.float32), (theirs64, torch.float64)):
+        model.to(dev)
+        tx = torch.tensor(x, dtype=dtype, device=dev, requires_grad=True)
+        tlogits = model(tx)
+        tl = F.cross_entropy(tlogits, torch.tensor(y, device=dev))
+        tl.backward()
+        ref[dtype] = dict(model.state_dict(), logits=tlogits, loss=tl, input=tx.grad,
+                          **{"grad:" + n: p.grad for n, p in model.named_parameters()})
+    t32, t64 = ref[torch.float32], ref[torch.float64]
+
+    def check(what, ours_value, key, rtol):
+        assert_close(ours_value, t64[key], rtol=max(rtol, 2 * normwise(t32[key], t64[key])), what=what)
+
+    check("logits", logits, "logits", 1e-5)
+    assert loss == pytest.approx(t64["loss"].item(), rel=1e-6)
+    check("input grad", gx, "input", 2e-5)
+    zero = before_batchnorm(ours)
+    for name, p in ours.named_parameters():
+        if name in zero:
+            weight_grad = to_np(dict(ours.named_parameters())[name[:-4] + "weight"].grad)
+            assert np.abs(to_np(p.grad)).max() <= 1e-4 * np.abs(weight_grad).max(), name
+            assert t64["grad:" + name].abs().max() < 1e-12
+        else:
+            check(name, p.grad, "grad:" + name, 2e-5)
+    for name, b in ours.named_buffers():
+        if name.endswith("num_batches_tracked"):
+            assert int(to_np(b)) == int(t64[name]) == 1
+        else:
+            check(name, b, name, 1e-5)
+    return ours
+
+
+@pytest.mark.parametrize("variant,batch", [("d2l", 1), ("d2l", 7), ("d2l", 64), ("batchnorm", 2),
+                                           ("batchnorm", 7), ("batchnorm", 64)])
+def test_forward_backward_match_torch(xp, variant, batch):
+    one_step_against_torch(xp, variant, torch_book(variant, seed=batch), batch, batch)
+
+
+@pytest.mark.parametrize("variant", NEW)
+@pytest.mark.parametrize("act,pool", [("relu", "max"), ("sigmoid", "max")])
+def test_variations_match_torch(xp, variant, act, pool):
+    theirs = torch_book(variant, seed=3, act={"relu": tnn.ReLU, "sigmoid": tnn.Sigmoid}[act],
+                        pool={"max": tnn.MaxPool2d, "avg": tnn.AvgPool2d}[pool])
+    one_step_against_torch(xp, variant, theirs, 16, 3, activation=act, pool=pool)
+
+
+# -- torch parity: several SGD steps, running statistics, then evaluation --------------------
+def train_both(xp, variant, dtype, steps=8, batch=32, **kw):
+    tdtype = {np.float32: torch.float32, np.float64: torch.float64}[dtype]
+    dev = torch_device(xp)
+    theirs = torch_book(variant, seed=11, dtype=tdtype).to(dev)
+    ours = ours_from_torch(theirs, variant, xp, dtype=dtype)
+    opt = ln.optim.SGD(ours.parameters(), lr=0.1, **kw)
+    topt = torch.optim.SGD(theirs.parameters(), lr=0.1, **kw)
+    rng = np.random.default_rng(4)
+    loss_fn = nn.CrossEntropyLoss()
+    for _ in range(steps):
+        x, y = rng.random((batch, 1, 28, 28)).astype(dtype), rng.integers(0, 10, batch)
+        opt.zero_grad()
+        loss_fn(ours(xp.asarray(x)), xp.asarray(y))
+        ours.backward(loss_fn.backward(), input_grad=False)
+        opt.step()
+        topt.zero_grad()
+        F.cross_entropy(theirs(torch.tensor(x, device=dev)), torch.tensor(y, device=dev)).backward()
+        topt.step()
+    x = rng.random((50, 1, 28, 28)).astype(dtype)
+    ours.eval()
+    theirs.eval()
+    with torch.no_grad():
+        return ours, theirs, ours(xp.asarray(x)), theirs(torch.tensor(x, device=dev))
+
+
+@pytest.mark.parametrize("variant", NEW)
+def test_training_running_stats_and_eval_match_torch_float64(xp, variant):
+    """8 SGD steps in float64: parameters, running statistics and evaluation outputs as torch's."""
+    ours, theirs, out, tout = train_both(xp, variant, np.float64, momentum=0.9)
+    tstate = theirs.state_dict()
+    for name, a in ours.state_dict().items():
+        if name.endswith("num_batches_tracked"):
+            assert int(to_np(a)) == int(tstate[name]) == 8
+        else:
+            assert_close(a, tstate[name], rtol=1e-10, what=name)
+    assert_close(out, tout, rtol=1e-10, what="eval logits")
+
+
+@pytest.mark.parametrize("variant", NEW)
+def test_training_running_stats_and_eval_match_torch_float32(xp, variant):
+    """The same in float32, to the seed's LeNet training tolerance."""
+    ours, theirs, out, tout = train_both(xp, variant, np.float32)
+    tstate = theirs.state_dict()
+    for name, a in ours.state_dict().items():
+        assert_close(a, tstate[name], rtol=2e-3, what=name)
+    assert_close(out, tout, rtol=2e-3, what="eval logits")
+    assert out.dtype == np.float32
+
+
+# -- the evaluation order and backward without the input gradient ---------------------------
+def test_swap_only_moves_adjacent_monotone_activation_and_max_pool():
+    bn, sig, mp, ap, relu = nn.BatchNorm2d(2), nn.Sigmoid(), nn.MaxPool2d(2), nn.AvgPool2d(2), nn.ReLU()
+    assert swap_for_eval([bn, sig, mp]) == [bn, mp, sig]
+    assert swap_for_eval([sig, bn, mp]) == [sig, bn, mp]          # BN between: no swap
+    assert swap_for_eval([relu, ap]) == [relu, ap]                # average pooling: no swap
+    assert swap_for_eval([mp, bn]) == [mp, bn]
+
+
+@pytest.mark.parametrize("variant", NEW)
+@pytest.mark.parametrize("act", ["sigmoid", "relu"])
+def test_eval_order_gives_the_books_output(xp, variant, act):
+    """pool_first swaps max pool and activation in eval mode: the output is the same bit for
+    bit, and in "batchnorm" the BatchNorm stays before the activation."""
+    dev = "cuda" if xp is not np else "cpu"
+    net = ln.LeNet(act, "max", seed=0, variant=variant).to(dev)
+    ref = ln.LeNet(act, "max", seed=0, variant=variant, pool_first=False).to(dev)
+    x = xp.asarray(np.random.default_rng(0).random((6, 1, 28, 28), dtype=np.float32))
+    for m in (net, ref):             # some training first, so the running statistics are not trivial
+        m(x)
+        m.eval()
+    order = net.conv_order()
+    names = [type(m).__name__ for m in order]
+    if variant == "batchnorm":
+        assert names == ["Conv2d", "BatchNorm2d", "MaxPool2d", type(order[3]).__name__, "Conv2d", "BatchNorm2d",
+                         "MaxPool2d", type(order[7]).__name__]
+    else:
+        assert names[:3] == ["Conv2d", "MaxPool2d", type(order[2]).__name__]
+    assert isinstance(order[3 if variant == "batchnorm" else 2], (nn.Sigmoid, nn.ReLU))
+    np.testing.assert_array_equal(to_np(net(x)), to_np(ref(x)))
+    net.train()
+    assert [type(m).__name__ for m in net.conv_order()] == [type(m).__name__ for m in ref.conv_order()]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_backward_without_input_gradient(xp, variant):
+    dev = "cuda" if xp is not np else "cpu"
+    a, b = (ln.LeNet(seed=0, variant=variant).to(dev) for _ in range(2))
+    rng = np.random.default_rng(1)
+    x, y = xp.asarray(rng.random((5, 1, 28, 28), dtype=np.float32)), xp.asarray(rng.integers(0, 10, 5))
+    loss_fn = nn.CrossEntropyLoss()
+    loss_fn(a(x), y)
+    assert a.backward(loss_fn.backward(), input_grad=False) is None
+    loss_fn(b(x), y)
+    assert b.backward(loss_fn.backward()).shape == (5, 1, 28, 28)
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        np.testing.assert_array_equal(to_np(p.grad), to_np(q.grad), err_msg=name)
+
+
+def test_float64_network():
+    net = ln.LeNet(variant="batchnorm", seed=0, dtype=np.float64)
+    assert {a.dtype for k, a in net.state_dict().items() if "num_batches" not in k} == {np.dtype(np.float64)}
+    assert net(np.zeros((2, 1, 28, 28))).dtype == np.float64
+
+
+# -- DataParallel and batch statistics -------------------------------------------------------
+def test_data_parallel_keeps_the_whole_batch_statistics_as_torch():
+    """Training mode: the batch is not split (a slice's mean is not the batch's), so loss,
+    gradients and running statistics equal torch's on the whole batch; eval mode splits
+    again, on the shared running statistics."""
+    theirs = torch_book("batchnorm", seed=2, dtype=torch.float64)       # the whole batch, exactly
+    net = ours_from_torch(theirs, "batchnorm", np)
+    pnet = DataParallel(net, 2, min_chunk=1)
+    rng = np.random.default_rng(3)
+    x, y = rng.random((24, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 24)
+    loss_fn = nn.CrossEntropyLoss()
+    assert uses_batch_statistics(net)
+    loss = loss_fn(pnet(x), y)
+    assert pnet._sizes is None                     # ran unsplit
+    pnet.backward(loss_fn.backward(), input_grad=False)
+    tl = F.cross_entropy(theirs(torch.tensor(x, dtype=torch.float64)), torch.tensor(y))
+    tl.backward()
+    assert loss == pytest.approx(tl.item(), rel=1e-6)
+    tparams, tstate = dict(theirs.named_parameters()), theirs.state_dict()
+    for name, p in net.named_parameters():
+        if name not in before_batchnorm(net):
+            assert_close(p.grad, tparams[name].grad, rtol=2e-5, what=name)
+    for name, b in net.named_buffers():
+        assert_close(b, tstate[name], what=name)
+    pnet.eval()
+    theirs.eval()
+    assert not uses_batch_statistics(net)
+    out = pnet(x)
+    assert pnet._sizes == [12, 12]                 # split: eval mode uses the running statistics
+    with torch.no_grad():
+        assert_close(out, theirs(torch.tensor(x, dtype=torch.float64)), what="eval logits")
+    running = net.net[1].running_mean.copy()
+    net.train()
+    pnet(x)
+    assert not np.array_equal(net.net[1].running_mean, running)    # the module's own statistics moved
+
+
+def test_data_parallel_still_splits_networks_without_batch_statistics():
+    net = ln.LeNet(seed=0, variant="d2l")
+    pnet = DataParallel(net, 2, min_chunk=1)
+    x = np.random.default_rng(0).random((8, 1, 28, 28), dtype=np.float32)
+    np.testing.assert_allclose(pnet(x), ln.LeNet(seed=0, variant="d2l")(x), rtol=1e-6, atol=1e-7)
+    assert pnet._sizes == [4, 4]

@@ -421,3 +421,43 @@ def test_other_input_errors():
                             (dict(num_features=2, dtype=np.int32), "dtype")]:
         with pytest.raises(ValueError, match=pattern):
             nn.BatchNorm2d(**kwargs)
+
+
+def test_buffers_are_not_parameters():
+    """The optimizer sees weight and bias only; the running statistics change by forward alone."""
+    net = nn.Sequential(nn.Linear(3, 4, rng=0), nn.BatchNorm1d(4))
+    assert [n for n, _ in net.named_parameters()] == ["0.weight", "0.bias", "1.weight", "1.bias"]
+    assert net.num_parameters() == 3 * 4 + 4 + 4 + 4
+    opt = ln.optim.SGD(net.parameters(), lr=0.5)
+    x = np.random.default_rng(12).standard_normal((6, 3)).astype(np.float32)
+    net.eval()
+    net.backward(net(x))
+    before = {k: v.copy() for k, v in net.state_dict().items()}
+    opt.step()
+    after = net.state_dict()
+    for k in ("1.running_mean", "1.running_var", "1.num_batches_tracked"):
+        np.testing.assert_array_equal(after[k], before[k])
+    for k in ("0.weight", "1.weight", "1.bias"):
+        assert not np.array_equal(after[k], before[k]), k
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_gradcheck_in_a_small_network_with_loss(xp, training):
+    """Conv, BatchNorm2d, sigmoid, pooling, linear, BatchNorm1d and the loss: the backward of each
+    BatchNorm composes with its neighbours (every example's loss depends on every other's input)."""
+    rng = np.random.default_rng(13)
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, rng=rng), randomise(nn.BatchNorm2d(2), rng), nn.Sigmoid(),
+                        nn.AvgPool2d(2), nn.Flatten(), nn.Linear(8, 5, rng=rng), randomise(nn.BatchNorm1d(5), rng),
+                        nn.Sigmoid(), nn.Linear(5, 3, rng=rng)).double().to(device(xp)).train(training)
+    x = xp.asarray(rng.standard_normal((4, 1, 6, 6)))
+    details = ln.gradcheck(net, x, loss_fn=nn.CrossEntropyLoss(), labels=xp.asarray(np.array([0, 2, 1, 2])),
+                           return_details=True)
+    assert len(details) == 1 + 10
+    if training:
+        # a bias right before a BatchNorm shifts a whole channel, which the batch mean takes
+        # away again: its gradient is 0 (finite differences: rounding), a relative error is moot
+        for name in ("0.bias", "5.bias"):
+            _, analytic, numeric = details.pop(name)
+            assert np.abs(analytic).max() < 1e-12 and np.abs(numeric).max() < 1e-8, name
+    errors = {name: err for name, (err, _, _) in details.items()}
+    assert max(errors.values()) < TOL, errors

@@ -5,7 +5,6 @@ and, for the pictures, on a tiny self-made data set (or none at all)."""
 
 from __future__ import annotations
 
-import json
 import struct
 import sys
 
@@ -249,7 +248,7 @@ def test_trace_bad_checkpoint(capsys, tmp_path, content):
         assert last.startswith(f"error: checkpoint {path}") and "Traceback" not in last
 
 
-# -- visualize -----------------------------------------------------------------------------------
+# -- visualize (its own tests are in tests/test_visualize.py) ---------------------------------------
 def write_fake_fashion_mnist(directory, n_test=40):
     """A tiny data set in the real files' format (IDX, gzipped)."""
     data = pytest.importorskip("lenet_np.data")
@@ -262,93 +261,6 @@ def write_fake_fashion_mnist(directory, n_test=40):
     for field, name in data.FILES.items():
         data.write_idx(directory / f"{name}.gz", arrays[field])
     return directory
-
-
-def test_visualize_with_data_and_metrics(capsys, tmp_path):
-    ck = tmp_path / "lenet.npz"
-    save_checkpoint(ck)
-    metrics = tmp_path / "metrics.csv"
-    metrics.write_text("epoch,loss,train_acc,test_acc,time_sec,examples_per_sec\n"
-                       "1,1.8,0.33,0.58,10.0,6000\n2,0.95,0.63,0.69,10.0,6000\n3,0.81,0.70,0.72,10.0,6000\n")
-    data_dir = write_fake_fashion_mnist(tmp_path / "data")
-    out = tmp_path / "pictures"
-    assert visualize.main(["--checkpoint", str(ck), "--out", str(out), "--metrics", str(metrics),
-                           "--data-dir", str(data_dir), "--image", "3"]) == 0
-    printed = capsys.readouterr().out
-    expected = {"filters.png": (400, 150), "feature_maps.png": (800, 800), "misclassified.png": (400, 400),
-                "curves.png": (600, 300)}
-    for name, (min_w, min_h) in expected.items():
-        path = out / name
-        assert path.is_file() and f"wrote {path}" in printed
-        w, h = png_size(path)
-        assert min_w <= w <= 4000 and min_h <= h <= 4000, (name, w, h)
-        assert path.stat().st_size > 5000, name                   # not an empty canvas
-
-
-def test_visualize_without_data_uses_history_and_random_images(capsys, tmp_path, no_data):
-    ck = tmp_path / "lenet.npz"
-    save_checkpoint(ck, "relu", "max")
-    out = tmp_path / "pictures"
-    assert visualize.main(["--checkpoint", str(ck), "--out", str(out)]) == 0
-    captured = capsys.readouterr()
-    assert "random images" in captured.err
-    assert sorted(p.name for p in out.iterdir()) == ["curves.png", "feature_maps.png", "filters.png",
-                                                     "misclassified.png"]
-    for p in out.iterdir():
-        png_size(p)
-
-
-def test_visualize_without_history_skips_curves(capsys, tmp_path, no_data):
-    ck = tmp_path / "lenet.npz"
-    save_checkpoint(ck, history=[])
-    out = tmp_path / "pictures"
-    assert visualize.main(["--checkpoint", str(ck), "--out", str(out)]) == 0
-    assert "curves.png skipped" in capsys.readouterr().err
-    assert not (out / "curves.png").exists() and (out / "filters.png").exists()
-
-
-def test_visualize_reads_metrics_csv_and_json(tmp_path):
-    as_json = tmp_path / "m.json"
-    as_json.write_text(json.dumps(HISTORY))
-    as_csv = tmp_path / "m.csv"
-    lines = [",".join(str(h[k]) for k in h) for h in HISTORY]
-    as_csv.write_text(",".join(HISTORY[0]) + "\n" + "\n".join(lines) + "\n")
-    expected = [{k: float(h[k]) for k in visualize.METRIC_KEYS} for h in HISTORY]
-    assert visualize.read_metrics(as_json) == visualize.read_metrics(as_csv) == expected
-    png_size(visualize.plot_curves(expected, tmp_path / "curves.png", "test"))
-
-
-def test_mosaic():
-    m = visualize.mosaic(np.arange(8.0).reshape(2, 2, 2))
-    assert m.shape == (2, 5) and np.isnan(m[:, 2]).all()
-    assert m[:, :2].tolist() == [[0, 1], [2, 3]] and m[:, 3:].tolist() == [[4, 5], [6, 7]]
-
-
-@pytest.mark.parametrize("problem,status", [("missing", 2), ("corrupt", 1), ("metrics", 1), ("image", 1),
-                                            ("data-dir", 2), ("max", 2), ("out", 2)])
-def test_visualize_errors_are_one_line(capsys, tmp_path, no_data, problem, status):
-    ck = tmp_path / "lenet.npz"
-    args = ["--checkpoint", str(ck), "--out", str(tmp_path / "out")]
-    if problem == "corrupt":
-        ck.write_bytes(b"\x00" * 100)
-    elif problem != "missing":
-        save_checkpoint(ck)
-    if problem == "metrics":
-        bad = tmp_path / "bad.csv"
-        bad.write_text("a,b\n1,2\n")
-        args += ["--metrics", str(bad)]
-    if problem == "image":
-        args += ["--image", "100000"]
-    if problem == "data-dir":                  # a path typed by the user: never replaced by random images
-        args += ["--data-dir", str(tmp_path / "none")]
-    if problem == "max":
-        args += ["--max-misclassified", "-3"]
-    if problem == "out":
-        args[3] = str(ck)                      # a file, not a directory
-    assert exit_status(visualize.main, args) == status
-    err = capsys.readouterr().err
-    assert err.splitlines()[-1].split(": error: ")[-1].startswith(("error: ", "argument ")) and "Traceback" not in err
-    assert not (tmp_path / "out").exists()
 
 
 def test_trace_and_visualize_refuse_a_data_dir_without_data(capsys, tmp_path):
@@ -374,24 +286,3 @@ def test_trace_batch_larger_than_the_test_set(capsys, tmp_path):
     assert "(40, 10)" in out
     assert exit_status(trace_mod.main, ["--batch-size", "12000"]) == 2
     assert "argument --batch-size: expected a whole number from 1 to 10000, got '12000'" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("count", [1, 2, 3, 100])
-def test_misclassified_grid_for_small_and_large_counts(tmp_path, count):
-    rng = np.random.default_rng(0)
-    images = rng.random((150, 1, 28, 28), dtype=np.float32)
-    labels, preds = np.zeros(150, np.int64), np.ones(150, np.int64)
-    w, h = png_size(visualize.plot_misclassified(images, labels, preds, tmp_path / "m.png", "test set", count))
-    assert w >= 500                                # room for the title even for one image
-    assert h <= 2400 and w <= 2000
-
-
-def test_visualize_without_matplotlib(capsys, tmp_path, monkeypatch):
-    ck = tmp_path / "lenet.npz"
-    save_checkpoint(ck)
-    monkeypatch.setitem(sys.modules, "matplotlib", None)
-    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
-    assert visualize.main(["--checkpoint", str(ck), "--out", str(tmp_path / "out")]) == 1
-    err = capsys.readouterr().err
-    assert "matplotlib" in err and "pip install" in err
-    assert not (tmp_path / "out").exists()

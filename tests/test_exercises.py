@@ -126,7 +126,7 @@ def test_engine_never_imports_the_exercises():
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, (ast.Import, ast.ImportFrom)) else []
-            module = node.module or "" if isinstance(node, ast.ImportFrom) else ""
+            module = (node.module or "") if isinstance(node, ast.ImportFrom) else ""
             assert not any("exercises" in n for n in [module, *names]), path
 
 

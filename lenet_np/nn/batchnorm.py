@@ -63,7 +63,7 @@ class _BatchNorm(Module):
     """What BatchNorm1d and BatchNorm2d share; they differ in the input shapes they accept."""
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
-                 dtype=np.float32, *, bias=True):
+                 *, bias=True, dtype=np.float32):
         super().__init__()
         name = type(self).__name__
         if isinstance(num_features, bool) or not isinstance(num_features, (int, np.integer)) or num_features < 1:
@@ -202,7 +202,7 @@ class BatchNorm2d(_BatchNorm):
     """Batch normalization over (N, C, H, W), per channel across N, H and W (torch.nn.BatchNorm2d).
 
     ``BatchNorm2d(num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
-    *, bias=True)``;
+    *, bias=True, dtype=np.float32)``;
     see the module docstring for the math. In training, an input with N*H*W == 1 raises
     (one value per channel has no variance), as in torch.
     """
@@ -215,7 +215,7 @@ class BatchNorm1d(_BatchNorm):
     """Batch normalization over (N, C) or (N, C, L), per channel across N (and L) (torch.nn.BatchNorm1d).
 
     ``BatchNorm1d(num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
-    *, bias=True)``;
+    *, bias=True, dtype=np.float32)``;
     see the module docstring for the math. In training, a batch of one (N*L == 1) raises, as in torch.
     """
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lenet_np as ln
@@ -191,6 +191,22 @@ def test_training_steps_then_eval_match_torch(ref, xp, case, option):
         step_both(ref, ours, theirs, x, rng.standard_normal(x.shape).astype(np.float32), xp)
 
 
+@settings(max_examples=10)
+@given(shape=st.lists(st.integers(1, 5), min_size=2, max_size=4).map(tuple), seed=st.integers(0, 2**16))
+def test_drawn_shapes_match_torch(ref, xp, shape, seed):
+    """Any shape BatchNorm1d or BatchNorm2d takes: two training steps, then one in eval."""
+    cls = nn.BatchNorm2d if len(shape) == 4 else nn.BatchNorm1d
+    if np.prod(shape) // shape[1] < 2:
+        shape = (2, *shape[1:])
+    rng = np.random.default_rng(seed)
+    ours, theirs = twin(ref, cls, shape[1], rng, xp)
+    for training in (True, True, False):
+        ours.train(training)
+        theirs.train(training)
+        x = (rng.standard_normal(shape) * 2 + 1).astype(np.float32)
+        step_both(ref, ours, theirs, x, rng.standard_normal(shape).astype(np.float32), xp)
+
+
 def test_large_mean_small_spread_in_float32(xp):
     """Activations far from 0 with a small spread: float32 sums lose digits to the mean. The
     second pass (mean(x - mu) added to mu) keeps forward and backward within 1e-6 of the same
@@ -280,6 +296,8 @@ def test_running_stats_update_in_place_like_torch():
     assert int(sd["num_batches_tracked"]) == 1
     layer.eval()(x)
     assert int(sd["num_batches_tracked"]) == 1         # eval leaves the buffers alone
+    layer.reset_running_stats()
+    assert not sd["running_mean"].any() and (sd["running_var"] == 1).all() and int(sd["num_batches_tracked"]) == 0
 
 
 def test_buffers_move_and_cast_with_the_module(xp):

@@ -564,7 +564,7 @@ def plot_saliency(net, images, labels, indices, path: Path, source: str) -> Path
     grads, probs = input_gradients(net, images[indices], labels[indices])
     n = len(indices)
     fig = plt.figure(figsize=(2.35 * n + 0.6, 8.3))
-    grid = fig.add_gridspec(4, n, height_ratios=[1, 1, 0.06, 1], hspace=0.35, wspace=0.25)
+    grid = fig.add_gridspec(4, n, height_ratios=[1, 1, 0.06, 1], hspace=0.42, wspace=0.25)
     for j, i in enumerate(indices):
         img, g = images[i, 0], grads[j, 0]
         pred, true = int(probs[j].argmax()), int(labels[i])
@@ -576,8 +576,9 @@ def plot_saliency(net, images, labels, indices, path: Path, source: str) -> Path
                          fontsize=8, color="black" if pred == true else "tab:red")
         im = ax_grad.imshow(g, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
         ax_grad.set_title(f"dL/dx, |.|max {vmax:.1e}", fontsize=8)
-        cbar = fig.colorbar(im, cax=fig.add_subplot(grid[2, j]), orientation="horizontal")
-        cbar.ax.tick_params(labelsize=6, rotation=30)
+        cbar = fig.colorbar(im, cax=fig.add_subplot(grid[2, j]), orientation="horizontal", ticks=[-vmax, 0, vmax])
+        cbar.ax.set_xticklabels([f"{-vmax:.1e}", "0", f"{vmax:.1e}"])
+        cbar.ax.tick_params(labelsize=7)
         ax_over.imshow(img, cmap="gray", vmin=0, vmax=1)
         rgba = plt.get_cmap("RdBu_r")((g / vmax + 1) / 2)
         rgba[..., 3] = np.clip(np.abs(g) / vmax * 1.5, 0, 1)    # opaque where the gradient is large

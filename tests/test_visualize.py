@@ -167,6 +167,23 @@ def test_initial_weights_are_those_train_started_from(tmp_path):
     assert visualize.initial_network({"activation": "relu"}) is None
 
 
+def test_a_checkpoint_of_another_variant(tmp_path):
+    """The architecture and the initial weights come from the checkpoint's settings."""
+    try:
+        saved = LeNet(variant="batchnorm", seed=4)
+    except TypeError:                                           # a LeNet without variants
+        pytest.skip("this LeNet has no variants")
+    ck = tmp_path / "bn.npz"
+    checkpoint.save(ck, saved, None, {"epoch": 0, "settings": {"variant": "batchnorm", "seed": 4}})
+    net, settings, where = visualize.load_network(ck)
+    assert visualize.describe(net) == "LeNet(variant='batchnorm', activation='sigmoid', pool='avg')"
+    changes = visualize.filter_changes(net, visualize.initial_network(settings))
+    assert [(name, rel) for name, _, _, rel in changes] == [("net.0", 0.0), ("net.4", 0.0)]
+    checkpoint.save(ck, saved, None, {"epoch": 0, "settings": {"variant": "seed"}})
+    with pytest.raises(ToolError, match=f"checkpoint {ck} does not fit LeNet\\(variant='seed'\\)"):
+        visualize.load_network(ck)
+
+
 # -- the per-step metrics ----------------------------------------------------------------------------
 @pytest.mark.parametrize("suffix", [".csv", ".json"])
 def test_read_steps(tmp_path, suffix):

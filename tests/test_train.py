@@ -337,3 +337,141 @@ def test_ctrl_c_while_evaluating_keeps_the_checkpoint_and_says_how_to_resume(toy
     assert err == (f"interrupted; the last good checkpoint stays at {ck}; resume with: python -m lenet_np.train "
                    f"--resume {ck} --data-dir {toy} --device cpu --batch-size 32 --quiet --epochs 2 --checkpoint {ck}")
     assert ck.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["ck.npz", "data"]
+
+
+# -- the book's other LeNets ------------------------------------------------------------------
+def test_variant_defaults_are_the_books_recipe_and_flags_override():
+    parse = train.build_parser().parse_args
+    for argv, expected in [
+        ([], dict(variant="seed", optimizer="adam", lr=0.001, batch_size=256, epochs=5, pool="max")),
+        (["--variant", "d2l"], dict(variant="d2l", optimizer="sgd", lr=0.1, batch_size=128, epochs=10, pool="avg")),
+        (["--variant", "batchnorm", "--lr", "0.9", "--pool", "max", "--epochs", "2"],
+         dict(variant="batchnorm", optimizer="sgd", lr=0.9, batch_size=128, epochs=2, pool="max")),
+    ]:
+        args = parse(argv)
+        train.resolve_settings(args)
+        assert {k: getattr(args, k) for k in expected} == expected, argv
+        assert args.activation == "sigmoid" and args.momentum == 0.0 and args.log_every == 10
+
+
+@pytest.mark.parametrize("variant", ["d2l", "batchnorm"])
+def test_variant_checkpoint_rebuilds_the_network_everywhere(toy, tmp_path, capsys, variant):
+    """The checkpoint records the variant: evaluate, trace and --resume rebuild the network
+    without being told, and resuming continues bit for bit (BatchNorm's buffers included)."""
+    full, part = tmp_path / "full.npz", tmp_path / "part.npz"
+    assert run(toy, "--variant", variant, "--epochs", 2, "--checkpoint", full) == 0
+    meta = checkpoint.load(full)["meta"]
+    s = meta["settings"]
+    assert (s["variant"], s["optimizer"], s["lr"], s["pool"], s["batch_size"]) == (variant, "sgd", 0.1, "avg", 32)
+    assert list(params(full)) == list(ln.LeNet(variant=variant).state_dict())
+    if variant == "batchnorm":
+        assert run(toy, "--variant", variant, "--epochs", 1, "--checkpoint", part) == 0
+        assert run(toy, "--resume", part, "--epochs", 2, "--checkpoint", part) == 0
+        for name, value in params(full).items():
+            np.testing.assert_array_equal(value, params(part)[name], err_msg=name)
+        assert same_metrics(checkpoint.load(full), checkpoint.load(part))
+    assert evaluate.network_kwargs(s) == {"variant": variant, "activation": "sigmoid", "pool": "avg"}
+    net = evaluate.load_model(full)
+    assert net.variant == variant
+    if variant == "batchnorm":
+        assert int(net.state_dict()["net.1.num_batches_tracked"]) == 12            # 2 epochs of 6 steps
+    capsys.readouterr()
+    assert evaluate.main(["--checkpoint", str(full), "--data-dir", str(toy)]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    from lenet_np import trace
+    loaded, _ = trace.load_network(full)
+    assert loaded.variant == variant
+    with pytest.raises(trace.ToolError, match=f"variant={variant!r}, not 'seed'"):
+        trace.load_network(full, variant="seed")
+    assert run(toy, "--resume", full, "--epochs", 3, "--variant", "seed") == 1
+    assert f"--variant {variant}" in capsys.readouterr().err
+
+
+def test_checkpoint_without_a_variant_is_the_seeds_network(toy, tmp_path, capsys):
+    ck = tmp_path / "ck.npz"
+    assert run(toy, "--epochs", 1, "--checkpoint", ck) == 0
+    ck_data = checkpoint.load(ck)
+    meta = ck_data["meta"]
+    del meta["settings"]["variant"]                   # as written before variants existed
+    net = ln.LeNet(seed=0)
+    net.load_state_dict(ck_data["params"])
+    checkpoint.save(ck, net, None, meta)
+    assert evaluate.load_model(ck).variant == "seed"
+    assert evaluate.network_kwargs({}) == {"variant": "seed", "activation": "sigmoid", "pool": "max"}
+    meta["settings"]["variant"] = "resnet"
+    checkpoint.save(ck, net, None, meta)
+    with pytest.raises(checkpoint.CheckpointError, match="settings.variant is 'resnet', expected 'seed' or 'd2l'"):
+        checkpoint.load(ck)
+
+
+# -- per-step metrics ---------------------------------------------------------------------------
+def read_rows(path):
+    if path.suffix == ".json":
+        return json.loads(path.read_text())
+    with open(path, newline="") as f:
+        return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def test_step_metrics_rows_columns_and_losses(toy, tmp_path):
+    csv_path = tmp_path / "m.csv"
+    assert run(toy, "--epochs", 2, "--metrics", csv_path, "--log-every", 4, "--workers", 1) == 0
+    steps_file = tmp_path / "m.steps.csv"
+    header = steps_file.read_text().splitlines()[0].split(",")
+    names = [n for n, _ in ln.LeNet().named_parameters()]
+    assert header == ["epoch", "step", "loss"] + [f"grad_norm:{n}" for n in names]
+    rows = read_rows(steps_file)
+    # 6 steps an epoch: every 4th step and the last step of each epoch
+    assert [(r["epoch"], r["step"]) for r in rows] == [(1, 4), (1, 6), (2, 8), (2, 12)]
+    history = read_rows(csv_path)
+    for epoch, windows in ((1, (4, 2)), (2, (2, 4))):     # the rows' losses average to the epoch's
+        ls = [r["loss"] for r in rows if r["epoch"] == epoch]
+        assert np.average(ls, weights=windows) == pytest.approx(history[epoch - 1]["loss"], rel=1e-5)
+    assert all(r[f"grad_norm:{n}"] > 0 for r in rows for n in names)
+    # the first step's norms, replayed: the initial network on the first batch
+    assert run(toy, "--epochs", 1, "--metrics", csv_path, "--log-every", 1, "--workers", 1) == 0
+    first = read_rows(steps_file)[0]
+    assert first["step"] == 1 and len(read_rows(steps_file)) == 6
+    fm = data.load_fashion_mnist(toy)
+    x, y = next(data.iterate_batches(fm.train_images, fm.train_labels, 32, shuffle=True,
+                                     rng=np.random.default_rng([0, 1])))
+    net, loss_fn = ln.LeNet(seed=0), ln.nn.CrossEntropyLoss()
+    loss = loss_fn(net(x), y)
+    net.backward(loss_fn.backward(), input_grad=False)
+    assert first["loss"] == pytest.approx(loss, rel=1e-6)
+    for name, p in net.named_parameters():
+        assert first[f"grad_norm:{name}"] == pytest.approx(float(np.linalg.norm(p.grad)), rel=1e-5), name
+
+
+def test_step_metrics_json_and_variant_names(toy, tmp_path):
+    path = tmp_path / "m.json"
+    assert run(toy, "--variant", "d2l", "--epochs", 1, "--metrics", path) == 0
+    rows = json.loads((tmp_path / "m.steps.json").read_text())
+    assert [r["step"] for r in rows] == [6]                       # --log-every 10: only the epoch's last step
+    assert list(rows[0]) == ["epoch", "step", "loss"] + [f"grad_norm:{n}" for n, _ in
+                                                          ln.LeNet(variant="d2l").named_parameters()]
+    assert train.steps_path("runs/metrics.csv").as_posix() == "runs/metrics.steps.csv"
+
+
+def test_step_metrics_resume_after_ctrl_c_as_an_uninterrupted_run(toy, tmp_path, monkeypatch, capsys):
+    """Interrupted mid-window (step 9 of 12, rows every 4 steps) and resumed: the same rows as
+    a run that was never stopped, the window's loss included."""
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert run(toy, "--epochs", 2, "--metrics", full / "m.csv", "--log-every", 4) == 0
+    calls = {"n": 0}
+    real_step = ln.optim.Adam.step
+
+    def step_then_ctrl_c(self):
+        real_step(self)
+        calls["n"] += 1
+        if calls["n"] == 9:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(ln.optim.Adam, "step", step_then_ctrl_c)
+    ck = part / "ck.npz"
+    with pytest.raises(SystemExit):
+        run(toy, "--epochs", 2, "--checkpoint", ck, "--metrics", part / "m.csv", "--log-every", 4)
+    meta = checkpoint.load(ck)["meta"]
+    assert meta["global_step"] == 9 and [r["step"] for r in meta["steps"]] == [4, 6, 8]
+    monkeypatch.setattr(ln.optim.Adam, "step", real_step)
+    assert run(toy, "--resume", ck, "--metrics", part / "m.csv") == 0      # --log-every from the checkpoint
+    assert (part / "m.steps.csv").read_text() == (full / "m.steps.csv").read_text()

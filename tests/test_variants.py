@@ -201,8 +201,8 @@ def one_step_against_torch(xp, variant, theirs, batch, seed, **kw):
     return ours
 
 
-@pytest.mark.parametrize("variant,batch", [("d2l", 1), ("d2l", 7), ("d2l", 64), ("batchnorm", 2),
-                                           ("batchnorm", 7), ("batchnorm", 64)])
+@pytest.mark.parametrize("variant,batch", [("d2l", 1), ("d2l", 32), ("batchnorm", 2), ("batchnorm", 7),
+                                           ("batchnorm", 32)])
 def test_forward_backward_match_torch(xp, variant, batch):
     one_step_against_torch(xp, variant, torch_book(variant, seed=batch), batch, batch)
 
@@ -216,7 +216,7 @@ def test_variations_match_torch(xp, variant, act, pool):
 
 
 # -- torch parity: several SGD steps, running statistics, then evaluation --------------------
-def train_both(xp, variant, dtype, steps=8, batch=32, **kw):
+def train_both(xp, variant, dtype, steps=5, batch=16, **kw):
     tdtype = {np.float32: torch.float32, np.float64: torch.float64}[dtype]
     dev = torch_device(xp)
     theirs = torch_book(variant, seed=11, dtype=tdtype).to(dev)
@@ -234,7 +234,7 @@ def train_both(xp, variant, dtype, steps=8, batch=32, **kw):
         topt.zero_grad()
         F.cross_entropy(theirs(torch.tensor(x, device=dev)), torch.tensor(y, device=dev)).backward()
         topt.step()
-    x = rng.random((50, 1, 28, 28)).astype(dtype)
+    x = rng.random((20, 1, 28, 28)).astype(dtype)
     ours.eval()
     theirs.eval()
     with torch.no_grad():
@@ -243,12 +243,12 @@ def train_both(xp, variant, dtype, steps=8, batch=32, **kw):
 
 @pytest.mark.parametrize("variant", NEW)
 def test_training_running_stats_and_eval_match_torch_float64(xp, variant):
-    """8 SGD steps in float64: parameters, running statistics and evaluation outputs as torch's."""
+    """5 SGD steps in float64: parameters, running statistics and evaluation outputs as torch's."""
     ours, theirs, out, tout = train_both(xp, variant, np.float64, momentum=0.9)
     tstate = theirs.state_dict()
     for name, a in ours.state_dict().items():
         if name.endswith("num_batches_tracked"):
-            assert int(to_np(a)) == int(tstate[name]) == 8
+            assert int(to_np(a)) == int(tstate[name]) == 5
         else:
             assert_close(a, tstate[name], rtol=1e-10, what=name)
     assert_close(out, tout, rtol=1e-10, what="eval logits")

@@ -475,3 +475,23 @@ def test_step_metrics_resume_after_ctrl_c_as_an_uninterrupted_run(toy, tmp_path,
     monkeypatch.setattr(ln.optim.Adam, "step", real_step)
     assert run(toy, "--resume", ck, "--metrics", part / "m.csv") == 0      # --log-every from the checkpoint
     assert (part / "m.steps.csv").read_text() == (full / "m.steps.csv").read_text()
+
+
+def test_step_metrics_on_the_device_read_back_once_per_check(toy, tmp_path):
+    """On a GPU the rows wait on the device and are read back together at the loop's periodic
+    checks (every 50 steps and at the end of an epoch): one transfer, not one per row."""
+    from lenet_np import backend
+
+    from .conftest import REAL_GPU
+    from .cupy_standin import count_host_reads
+    if REAL_GPU:
+        pytest.skip("counts the stand-in's host reads")
+    argv = ["--data-dir", str(toy), "--device", "cuda", "--batch-size", "4", "--epochs", "1", "--quiet"]
+    assert backend.cupy_available()
+    with count_host_reads() as plain:
+        assert train.main(argv) == 0
+    with count_host_reads() as logged:
+        assert train.main(argv + ["--metrics", str(tmp_path / "m.csv"), "--log-every", "2"]) == 0
+    assert len(read_rows(tmp_path / "m.steps.csv")) == 24                 # 48 steps, a row every 2
+    extra = sum(logged.values()) - sum(plain.values())
+    assert 1 <= extra <= 2, (dict(plain), dict(logged))      # the check at step 48, and the epoch's end

@@ -432,8 +432,10 @@ def test_other_input_errors():
     with pytest.raises(RuntimeError, match="backward called before forward"):
         layer.backward(np.zeros((2, 3, 2, 2), np.float32))
     layer(np.zeros((2, 3, 2, 2), np.float32))
-    with pytest.raises(ValueError, match=r"gradient of shape \(2, 3, 2, 2\).*\(2, 3, 2\)"):
+    with pytest.raises(ValueError, match=r"grad_out of shape \(2, 3, 2, 2\).*got shape \(2, 3, 2\)"):
         layer.backward(np.zeros((2, 3, 2), np.float32))
+    with pytest.raises(ValueError, match=r"grad_out of shape \(2, 3, 2, 2\).*got list"):
+        layer.backward([0.0])
     for kwargs, pattern in [(dict(num_features=0), "num_features"), (dict(num_features=2.0), "num_features"),
                             (dict(num_features=2, eps=0), "eps"), (dict(num_features=2, momentum=1.5), "momentum"),
                             (dict(num_features=2, dtype=np.int32), "dtype")]:

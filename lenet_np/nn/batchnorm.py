@@ -174,9 +174,11 @@ class _BatchNorm(Module):
         if cache is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
         xhat, inv_std = cache.xhat, cache.inv_std
-        if grad_out.shape != xhat.shape:
-            raise ValueError(f"{self!r}: backward expected a gradient of shape {tuple(xhat.shape)} "
-                             f"(the forward's output), got shape {tuple(grad_out.shape)}")
+        got = getattr(grad_out, "shape", None)
+        if got is None or not hasattr(grad_out, "dtype") or tuple(got) != xhat.shape:
+            what = f"shape {tuple(got)}" if got is not None else type(grad_out).__name__
+            raise ValueError(f"{self!r}: backward expected grad_out of shape {tuple(xhat.shape)} (the output "
+                             f"of the last forward), got {what}; run forward on this batch first")
         axes = (0, *range(2, xhat.ndim))
         shape = inv_std.shape
         sum_g = grad_out.sum(axis=axes, keepdims=True)                        # dL/dbeta

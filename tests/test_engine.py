@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -452,3 +453,19 @@ def test_impl_names_are_checked():
         nn.Conv2d(2, 2, 3, impl="band")
     with pytest.raises(ValueError, match="impl must be one of"):
         nn.MaxPool2d(2, impl="wide")
+
+
+@pytest.mark.parametrize("name,make,shape", NO_WRITE_CASES, ids=[c[0] for c in NO_WRITE_CASES])
+def test_backward_of_a_gradient_of_the_wrong_shape_is_a_clear_error(xp, name, make, shape):
+    """G must have the shape of the last forward's output: one of another batch size, or one
+    that would broadcast against it (batch 1), is named as such instead of broadcasting silently."""
+    layer = make().to("cuda" if xp is not np else "cpu")
+    x = xp.asarray(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
+    y = layer(x)
+    out = tuple(y.shape)
+    for bad in [(out[0] + 1,) + out[1:], (1,) + out[1:], out[:-1] + (out[-1] + 1,)]:
+        with pytest.raises(ValueError, match=r"backward expected grad_out of shape " + re.escape(str(out))):
+            layer.backward(xp.ones(bad, dtype=xp.float32))
+    with pytest.raises(ValueError, match="backward expected grad_out"):
+        layer.backward([[1.0]])
+    layer.backward(xp.ones(out, dtype=xp.float32))                  # the right shape still works

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
-from .checks import check_input
+from .checks import check_grad, check_input
 from .module import Module
 
 EXP_LIMIT = {np.dtype(np.float32): 88.0, np.dtype(np.float64): 709.0}
@@ -47,9 +47,10 @@ class Sigmoid(Module):
     def backward(self, grad_out, input_grad=True):
         if self._cache is None:
             raise RuntimeError("Sigmoid(): backward called before forward")
+        y = self._cache
+        check_grad(self, grad_out, y.shape)
         if not input_grad:
             return None
-        y = self._cache
         dx = 1 - y          # dL/dx = dL/dy * y * (1 - y), in place on one new array
         dx *= y
         dx *= grad_out
@@ -66,6 +67,7 @@ class ReLU(Module):
     def backward(self, grad_out, input_grad=True):
         if self._cache is None:
             raise RuntimeError("ReLU(): backward called before forward")
+        check_grad(self, grad_out, self._cache.shape)
         if not input_grad:
             return None
         return grad_out * self._cache

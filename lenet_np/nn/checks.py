@@ -39,6 +39,18 @@ def check_input(layer, x, expected: str, ndim: int | None = None, channels: int 
                          "(net.double() / net.float())")
 
 
+def check_grad(layer, grad_out, shape):
+    """backward's G = dL/d(output) must have the shape of the last forward's output: a
+    gradient of another shape would broadcast silently or fail deep inside a reshape."""
+    got = getattr(grad_out, "shape", None)
+    if got is None or not hasattr(grad_out, "dtype"):
+        raise ValueError(f"{layer!r}: backward expected grad_out = dL/d(output), an array of shape "
+                         f"{tuple(shape)}, got {type(grad_out).__name__}")
+    if tuple(got) != tuple(shape):
+        raise ValueError(f"{layer!r}: backward expected grad_out of shape {tuple(shape)} (the output of the "
+                         f"last forward), got shape {tuple(got)}; run forward on this batch first")
+
+
 def check_spatial(layer, x, expected: str, kernel, stride, padding):
     """The padded input must hold at least one kernel window."""
     h, w = x.shape[-2], x.shape[-1]

@@ -50,7 +50,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import backend
-from .checks import check_input, check_spatial, pair
+from .checks import check_grad, check_input, check_spatial, pair
 from .im2col import (
     band_index,
     col2im,
@@ -146,6 +146,12 @@ class Conv2d(Module):
             s += ", bias=False"
         return s
 
+    def _output_shape(self, x_shape):
+        """(N, O, OH, OW) for an input of shape (N, C, H, W)."""
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        return (x_shape[0], self.out_channels, conv_output_size(x_shape[2], kh, sh, ph),
+                conv_output_size(x_shape[3], kw, sw, pw))
+
     def _check(self, x):
         expected = f"(N, {self.in_channels}, H, W)"
         check_input(self, x, expected, ndim=4, channels=self.in_channels, dtype=self.weight.dtype,
@@ -164,6 +170,7 @@ class Conv2d(Module):
     def backward(self, grad_out, input_grad=True):
         if self._cache is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
+        check_grad(self, grad_out, self._output_shape(self._cache.x_shape))
         if isinstance(self._cache, _ReferenceCache):
             return self._backward_reference(grad_out, input_grad)
         if isinstance(self._cache, _BandCache):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .checks import check_input
+from .checks import check_grad, check_input
 from .init import make_rng, uniform_fan_in
 from .module import Module, Parameter
 
@@ -52,6 +52,7 @@ class Linear(Module):
         x = self._cache
         if x is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
+        check_grad(self, grad_out, (x.shape[0], self.out_features))
         self.weight.accumulate(grad_out.T @ x)
         if self.bias is not None:
             self.bias.accumulate(grad_out.sum(axis=0))
@@ -71,6 +72,7 @@ class Flatten(Module):
     def backward(self, grad_out, input_grad=True):
         if self._cache is None:
             raise RuntimeError("Flatten(): backward called before forward")
+        check_grad(self, grad_out, (self._cache[0], int(np.prod(self._cache[1:]))))
         if not input_grad:
             return None
         return grad_out.reshape(self._cache)

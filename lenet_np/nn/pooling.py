@@ -42,7 +42,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import backend
-from .checks import check_input, check_spatial, pair
+from .checks import check_grad, check_input, check_spatial, pair
 from .conv import check_impl
 from .im2col import col2im, conv_output_size, pad2d, windows
 from .module import Module
@@ -125,6 +125,7 @@ class MaxPool2d(_Pool2d):
     def backward(self, grad_out, input_grad=True):
         if self._cache is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
+        check_grad(self, grad_out, self._cache.x_shape[:2] + self._out_size(self._cache.x_shape))
         if not input_grad:
             return None
         if isinstance(self._cache, _WindowCache):
@@ -261,6 +262,7 @@ class AvgPool2d(_Pool2d):
     def backward(self, grad_out, input_grad=True):
         if self._cache is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
+        check_grad(self, grad_out, self._cache[:2] + self._out_size(self._cache))
         if not input_grad:
             return None
         xp = backend.get_array_module(grad_out)

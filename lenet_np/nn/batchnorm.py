@@ -40,7 +40,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import backend
-from .checks import check_input
+from .checks import check_grad, check_input
 from .module import Module, Parameter
 
 
@@ -174,11 +174,7 @@ class _BatchNorm(Module):
         if cache is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
         xhat, inv_std = cache.xhat, cache.inv_std
-        got = getattr(grad_out, "shape", None)
-        if got is None or not hasattr(grad_out, "dtype") or tuple(got) != xhat.shape:
-            what = f"shape {tuple(got)}" if got is not None else type(grad_out).__name__
-            raise ValueError(f"{self!r}: backward expected grad_out of shape {tuple(xhat.shape)} (the output "
-                             f"of the last forward), got {what}; run forward on this batch first")
+        check_grad(self, grad_out, xhat.shape)
         axes = (0, *range(2, xhat.ndim))
         shape = inv_std.shape
         sum_g = grad_out.sum(axis=axes, keepdims=True)                        # dL/dbeta

@@ -44,8 +44,8 @@ def check_grad(layer, grad_out, shape):
     gradient of another shape would broadcast silently or fail deep inside a reshape."""
     got = getattr(grad_out, "shape", None)
     if got is None or not hasattr(grad_out, "dtype"):
-        raise ValueError(f"{layer!r}: backward expected grad_out = dL/d(output), an array of shape "
-                         f"{tuple(shape)}, got {type(grad_out).__name__}")
+        raise ValueError(f"{layer!r}: backward expected grad_out of shape {tuple(shape)} (an array, "
+                         f"dL/d(output)), got {type(grad_out).__name__}")
     if tuple(got) != tuple(shape):
         raise ValueError(f"{layer!r}: backward expected grad_out of shape {tuple(shape)} (the output of the "
                          f"last forward), got shape {tuple(got)}; run forward on this batch first")

@@ -41,13 +41,15 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("world")
     w = {"data": make_dataset(root / "data", n_train=64, n_test=32), "empty": root / "empty",
          "file": root / "a-file.txt", "missing": root / "missing" / "nothing", "ck": root / "ck.npz",
-         "bad_ck": root / "bad.npz", "csv": root / "metrics.csv", "bad_csv": root / "bad.csv"}
+         "bad_ck": root / "bad.npz", "csv": root / "metrics.csv", "bad_csv": root / "bad.csv",
+         "steps": root / "metrics.steps.csv"}
     w["empty"].mkdir()
     w["file"].write_text("not what you think")
     assert train.main(["--data-dir", str(w["data"]), "--epochs", "1", "--batch-size", "16", "--quiet",
                        "--device", "cpu", "--checkpoint", str(w["ck"]), "--metrics", str(w["csv"])]) == 0
     w["bad_ck"].write_bytes(w["ck"].read_bytes()[:300])
     w["bad_csv"].write_text("a,b\n1,2\n")
+    assert w["steps"].exists()                     # train writes the per-step file beside --metrics
     return {k: str(v) for k, v in w.items()}
 
 
@@ -144,6 +146,8 @@ TRAIN = {
     "--seed": (["0", "7", "123456789012345678901234567890"], ["-5", "nan", ""]),
     "--activation": (["sigmoid", "relu"], ["tanh"]),
     "--pool": (["max", "avg"], ["min"]),
+    "--variant": (["seed", "d2l", "batchnorm"], ["lenet5", "D2L", ""]),
+    "--log-every": (["1", "7", "1000000"], BAD_INTS),
     "--workers": (["1", "2", "256"], ["-1", "257", "x"]),
     "--checkpoint": (["{out}/ck.npz", "{out}/sub/dir/ck.npz"],
                      ["{out}/ck.txt", "{out}", "/proc/nope/ck.npz", "{file}/ck.npz", ""]),
@@ -171,6 +175,7 @@ def test_evaluate_arguments(world, capsys, argv):
 
 TRACE = {"--batch-size": (["1", "3", "50", "10000"], ["10001", "12000", *BAD_INTS]),
          "--activation": (["sigmoid", "relu"], ["tanh", ""]), "--pool": (["max", "avg"], ["sum"]),
+         "--variant": (["seed", "d2l", "batchnorm"], ["lenet5", ""]),
          "--checkpoint": CHECKPOINTS, "--data-dir": DATA_DIRS,
          "--seed": (["0", "5", "123456789012345678901234567890"], ["-5", "-1", "", "nan"])}
 
@@ -188,7 +193,10 @@ VISUALIZE = {"--checkpoint": CHECKPOINTS,
              "--metrics": (["{csv}"], ["{bad_csv}", "{missing}", "{empty}"]),
              "--data-dir": DATA_DIRS,
              "--image": (["0", "31"], ["32", "100000", "-1", "x"]),
-             "--max-misclassified": (["1", "2", "100"], ["0", "-3", "101", "nan"])}
+             "--max-misclassified": (["1", "2", "100"], ["0", "-3", "101", "nan"]),
+             "--max-mistakes": (["1", "25", "100"], ["0", "-3", "101", "nan"]),
+             "--steps": (["{steps}"], ["{bad_csv}", "{csv}", "{missing}", "{empty}"]),
+             "--classes": ([], ["Sweater", "", "coat"])}
 
 
 @settings(EXAMPLES, max_examples=20)
@@ -198,7 +206,8 @@ def test_visualize_arguments(world, capsys, no_data, argv):
 
 
 SUMMARY = {"--batch-size": (["1", "256", str(10 ** 12), str(10 ** 30)], BAD_INTS),
-           "--activation": (["sigmoid", "relu"], ["elu"]), "--pool": (["max", "avg"], [""])}
+           "--activation": (["sigmoid", "relu"], ["elu"]), "--pool": (["max", "avg"], [""]),
+           "--variant": (["seed", "d2l", "batchnorm"], ["lenet5", ""])}
 
 
 @EXAMPLES

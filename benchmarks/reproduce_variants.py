@@ -83,7 +83,7 @@ def run_torch(variant, data, seed, epochs, batch_size, lr, threads):
         with torch.no_grad():
             pred = torch.cat([model(test_x[i:i + 1000]).argmax(1) for i in range(0, len(test_x), 1000)])
         history.append({"epoch": epoch, "loss": loss_sum / seen, "train_acc": correct / seen,
-                        "test_acc": float((pred == test_y).float().mean()), "time_sec": elapsed})
+                        "test_acc": int((pred == test_y).sum()) / len(test_y), "time_sec": elapsed})
         print(f"torch epoch {epoch}, loss {loss_sum / seen:.4f}, train acc {correct / seen:.3f}, "
               f"test acc {history[-1]['test_acc']:.3f}, time {elapsed:.1f} sec", file=sys.stderr, flush=True)
     return history
@@ -106,8 +106,8 @@ def table(ours, theirs) -> str:
              "| test acc, lenet_np | test acc, PyTorch |",
              "|------:|------:|------:|------:|------:|------:|------:|"]
     for a, b in zip(ours, theirs):
-        lines.append(f"| {a['epoch']} | {a['loss']:.4f} | {b['loss']:.4f} | {a['train_acc']:.3f} | "
-                     f"{b['train_acc']:.3f} | {a['test_acc']:.3f} | {b['test_acc']:.3f} |")
+        lines.append(f"| {a['epoch']} | {a['loss']:.4f} | {b['loss']:.4f} | {a['train_acc']:.4f} | "
+                     f"{b['train_acc']:.4f} | {a['test_acc']:.4f} | {b['test_acc']:.4f} |")
     return "\n".join(lines)
 
 

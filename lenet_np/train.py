@@ -412,6 +412,12 @@ def run(args) -> list:
         rows = [r for r in meta.get("steps", []) if r.get("step", 0) <= global_step]
         steps = StepLog(net, args.log_every, rows, meta.get("step_window", (0.0, 0))) if args.metrics else None
         carried_rows = rows
+        fields = StepLog(net, 1).fields
+        bad = next((r for r in rows if tuple(r) != fields), None)
+        if bad is not None:
+            raise checkpoint.CheckpointError(
+                f"checkpoint {args.resume}: a per-step metrics row has the keys {', '.join(bad)}, expected "
+                f"{', '.join(fields)}; the file is damaged or not written by lenet_np.train")
         checkpoint.load_into(args.resume, net, opt)
         data_rng.bit_generator.state = meta["epoch_rng_state"]
         history = meta["history"]

@@ -473,8 +473,21 @@ def test_step_metrics_resume_after_ctrl_c_as_an_uninterrupted_run(toy, tmp_path,
     meta = checkpoint.load(ck)["meta"]
     assert meta["global_step"] == 9 and [r["step"] for r in meta["steps"]] == [4, 6, 8]
     monkeypatch.setattr(ln.optim.Adam, "step", real_step)
+    damaged = dict(meta, steps=[{"epoch": 1, "step": 4, "loss": 2.0}])
+    checkpoint.save(tmp_path / "damaged.npz", *ln_net_and_opt(ck), damaged)
+    capsys.readouterr()
+    assert run(toy, "--resume", tmp_path / "damaged.npz", "--metrics", part / "x.csv") == 1
+    assert "a per-step metrics row has the keys epoch, step, loss, expected" in capsys.readouterr().err
     assert run(toy, "--resume", ck, "--metrics", part / "m.csv") == 0      # --log-every from the checkpoint
     assert (part / "m.steps.csv").read_text() == (full / "m.steps.csv").read_text()
+
+
+def ln_net_and_opt(path):
+    """The network and optimizer a seed checkpoint holds."""
+    net = ln.LeNet()
+    opt = ln.optim.Adam(net.parameters())
+    checkpoint.load_into(path, net, opt)
+    return net, opt
 
 
 def test_step_metrics_on_the_device_read_back_once_per_check(toy, tmp_path):

@@ -649,9 +649,10 @@ def plot_gradient_norms(runs: list[tuple[str, dict]], path: Path) -> Path:
         ax.set_title(f"{label}{extra}", fontsize=9)
     axes[0].set_ylabel("L2 norm of the parameter's gradient (log scale)")
     fig.legend(handles.values(), handles.keys(), loc="center right", fontsize=8, frameon=False)
-    fig.suptitle("Gradient norms per parameter over training (the vanishing-gradient lesson: the layers "
-                 "far from the loss get smaller gradients)", fontsize=11)
-    fig.subplots_adjust(left=0.07, right=1 - 2.2 / (6.4 * len(runs) + 2.4), top=0.8, bottom=0.11, wspace=0.08)
+    width = 6.4 * len(runs) + 2.4
+    fig.suptitle(_wrap("Gradient norms per parameter over training (the vanishing-gradient lesson: the layers "
+                       "far from the loss get smaller gradients)", width), fontsize=11)
+    fig.subplots_adjust(left=0.8 / width, right=1 - 2.2 / width, top=0.8, bottom=0.11, wspace=0.08)
     return _save(fig, path)
 
 

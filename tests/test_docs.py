@@ -129,7 +129,7 @@ def test_links_stay_in_the_repository(page):
 
 def test_book_pages_end_with_exercises():
     for name in ("index", "network", "linear", "sigmoid", "relu", "softmax-cross-entropy", "convolution", "pooling",
-                 "flatten", "gradient-check", "performance"):
+                 "flatten", "gradient-check", "performance", "tools", "batchnorm", "exercises"):
         text = (DOCS / f"{name}.md").read_text(encoding="utf-8")
         assert "\n## Exercises\n" in text, f"{name}.md has no section ## Exercises"
         tail = text.split("\n## Exercises\n")[-1]
@@ -141,3 +141,16 @@ def test_book_pages_end_with_exercises():
 def test_figure_extraction():
     text = "![im2col of a 4x4 image](figures/im2col.png) and ![x](figures/a-b.png) but not [t](figures/c.png)"
     assert figures_referenced(text) == ["im2col.png", "a-b.png"]
+
+
+def test_readme_api_block_runs(tmp_path, monkeypatch, capsys):
+    """The README's first ```python block (the API in 20 lines) runs as written: the loss falls
+    over its three steps, and the gradient check it prints passes."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    lineno, code = python_blocks(readme)[0]
+    monkeypatch.chdir(tmp_path)
+    namespace = {"__name__": "readme"}
+    exec(compile("\n" * (lineno - 1) + code, str(ROOT / "README.md"), "exec"), namespace)
+    losses = [float(line.split()[1]) for line in capsys.readouterr().out.splitlines() if re.match(r"^\d ", line)]
+    assert len(losses) == 3 and losses[2] < losses[0]
+    assert max(namespace["errors"].values()) < 1e-6

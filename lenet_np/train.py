@@ -44,7 +44,7 @@ from .data import DataError, iterate_batches, load_fashion_mnist, num_batches
 from .model import VARIANTS, LeNet, resolve_variant
 from .nn import CrossEntropyLoss
 from .optim import SGD, Adam
-from .parallel import DataParallel, default_workers
+from .parallel import DataParallel, default_workers, uses_batch_statistics
 
 SETTINGS = ("variant", "epochs", "batch_size", "lr", "optimizer", "momentum", "seed", "activation", "pool",
             "workers", "log_every")
@@ -383,6 +383,17 @@ def _resume_command(path, argv) -> str:
 
 
 # -- the run ------------------------------------------------------------------------------
+def check_last_batch(net, n_train, batch_size) -> None:
+    """A network with batch statistics (BatchNorm in training) cannot train on a last batch of
+    one example: say so before any work, with a batch size that fits."""
+    if n_train % batch_size != 1 or not uses_batch_statistics(net):
+        return
+    fits = next(b for b in range(batch_size + 1, n_train + 2) if n_train % b != 1)
+    raise TrainingError(f"--batch-size {batch_size} leaves a last batch of one example ({n_train} training "
+                        "examples), and batch normalization cannot normalise a single example; choose a batch "
+                        f"size that does not leave one over, e.g. --batch-size {fits}")
+
+
 def run(args) -> list:
     meta = checkpoint.load(args.resume)["meta"] if args.resume else None
     resolve_settings(args, meta.get("settings", {}) if meta else None)
@@ -395,6 +406,7 @@ def run(args) -> list:
     train_x, train_y, test_x, test_y = (xp.asarray(a) for a in data)   # uint8, once on the device
 
     net = LeNet(activation=args.activation, pool=args.pool, seed=args.seed, variant=args.variant).to(device)
+    check_last_batch(net, len(data.train_labels), args.batch_size)
     opt = make_optimizer(args, net)
     if device == "cpu":
         args.workers = args.workers or default_workers()

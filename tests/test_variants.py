@@ -363,3 +363,21 @@ def test_data_parallel_still_splits_networks_without_batch_statistics():
     x = np.random.default_rng(0).random((8, 1, 28, 28), dtype=np.float32)
     np.testing.assert_allclose(pnet(x), ln.LeNet(seed=0, variant="d2l")(x), rtol=1e-6, atol=1e-7)
     assert pnet._sizes == [4, 4]
+
+
+def test_batchnorm_training_refuses_a_last_batch_of_one_before_any_work(tmp_path, capsys):
+    """33 examples in batches of 16 leave one over: batch statistics of one example do not
+    exist, so train says so at once (naming a batch size that fits) and writes nothing."""
+    from lenet_np import train
+
+    from .test_train import make_dataset
+
+    data = make_dataset(tmp_path / "data", n_train=33, n_test=16)
+    ck = tmp_path / "ck.npz"
+    argv = ["--data-dir", str(data), "--epochs", "1", "--device", "cpu", "--quiet", "--checkpoint", str(ck)]
+    assert train.main(["--variant", "batchnorm", "--batch-size", "16", *argv]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "last batch of one example" in err and "--batch-size 17" in err
+    assert not ck.exists()
+    assert train.main(["--variant", "batchnorm", "--batch-size", "17", *argv]) == 0
+    assert train.main(["--variant", "d2l", "--batch-size", "16", *argv]) == 0     # no batch statistics: fine

@@ -20,7 +20,9 @@ from lenet_np.nn.activation import sigmoid
 from lenet_np.nn.im2col import col2im_wide, conv_transpose_wide, im2col_wide
 from lenet_np.parallel import DataParallel, default_workers
 
-from . import common as C
+from .datasets import random_batch
+from .report import fmt_time, md_table
+from .timing import measure
 
 
 def naive_sigmoid(x):
@@ -52,7 +54,7 @@ def training_step(net, model, x, y):
 def rows(batch):
     rng = np.random.default_rng(0)
     conv_out = rng.standard_normal((batch, 6, 24, 24), dtype=np.float32)    # conv.0's output
-    x, y = C.random_batch(batch)
+    x, y = random_batch(batch)
 
     yield "sigmoid on conv.0's output", "1 / (1 + exp(-x))", "clipped, in place", \
         (lambda: naive_sigmoid(conv_out)), (lambda: sigmoid(conv_out.copy()))
@@ -125,13 +127,13 @@ def main(argv=None):
     table = []
     print(f"batch {args.batch}, float32, medians of {args.repeats} alternating samples")
     for name, before_label, after_label, before, after in rows(args.batch):
-        res = C.measure({"before": before, "after": after}, repeats=args.repeats)
+        res = measure({"before": before, "after": after}, repeats=args.repeats)
         b, a = res["before"].median, res["after"].median
-        print(f"  {name}: {before_label} {C.fmt_time(b)} -> {after_label} {C.fmt_time(a)}  ({b / a:.2f}x)",
+        print(f"  {name}: {before_label} {fmt_time(b)} -> {after_label} {fmt_time(a)}  ({b / a:.2f}x)",
               flush=True)
-        table.append([name, before_label, C.fmt_time(b), after_label, C.fmt_time(a), f"{b / a:.2f}x"])
+        table.append([name, before_label, fmt_time(b), after_label, fmt_time(a), f"{b / a:.2f}x"])
     print()
-    print(C.md_table(["what", "before", "time", "after", "time", "before/after"], table, align="llrlrr"))
+    print(md_table(["what", "before", "time", "after", "time", "before/after"], table, align="llrlrr"))
 
 
 if __name__ == "__main__":

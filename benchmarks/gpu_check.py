@@ -39,7 +39,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:          # run as a script: make `benchmarks` and `lenet_np` importable
     sys.path.insert(0, str(REPO))
 
-C = None   # benchmarks.common, imported in main() once the GPU check has passed (it needs NumPy)
+# the benchmark modules, imported in main() once the GPU check has passed (they need NumPy)
+contenders = datasets = machine = per_layer = report = timing = None
 
 SWEEP_BATCHES = (1, 4, 16, 64, 256, 1024, 4096)
 EXIT_NO_GPU = 2
@@ -200,13 +201,13 @@ def make_runners(kinds, data=None, torch_threads=None):
     made = {}
     for kind in kinds:
         if kind == "numpy":
-            made["lenet_np-numpy"] = C.LenetNpRunner(data)
+            made["lenet_np-numpy"] = contenders.LenetNpRunner(data)
         elif kind == "cupy":
-            made["lenet_np-cupy"] = C.LenetNpRunner(data, device="cuda")
+            made["lenet_np-cupy"] = contenders.LenetNpRunner(data, device="cuda")
         elif kind == "torch-cpu":
-            made["torch-cpu"] = C.TorchRunner(data, threads=torch_threads)
+            made["torch-cpu"] = contenders.TorchRunner(data, threads=torch_threads)
         elif kind == "torch-cuda":
-            made["torch-cuda"] = C.TorchRunner(data, device="cuda")
+            made["torch-cuda"] = contenders.TorchRunner(data, device="cuda")
     return made
 
 
@@ -216,11 +217,11 @@ def run_e2e(kinds, prof, data) -> dict:
     n_train, n_test = {}, {}
     for name in runners:
         frac = prof["gpu_fraction"] if "cuda" in name or "cupy" in name else prof["cpu_fraction"]
-        n_train[name] = max(C.BATCH_SIZE, int(n_total * frac))
-        n_test[name] = max(C.BATCH_SIZE, int(len(data.test_images) * frac))
+        n_train[name] = max(datasets.BATCH_SIZE, int(n_total * frac))
+        n_test[name] = max(datasets.BATCH_SIZE, int(len(data.test_images) * frac))
     for name in runners:
         log(f"  {name}: {n_train[name]:,} training and {n_test[name]:,} test examples per run")
-    res = C.end_to_end(runners, n_train, n_test, repeats=prof["e2e_repeats"], log=log, n_total=n_total)
+    res = contenders.end_to_end(runners, n_train, n_test, repeats=prof["e2e_repeats"], log=log, n_total=n_total)
     return {"data": data.source, "results": res}
 
 
@@ -230,7 +231,7 @@ def kernel_timer(n_repeat):
     from cupyx.profiler import benchmark
 
     def timer(contenders):
-        out = {name: C.Stats(inner=n_repeat) for name in contenders}
+        out = {name: timing.Stats(inner=n_repeat) for name in contenders}
         for _ in range(3):                                   # three alternating rounds
             for name, c in contenders.items():
                 fn = c[0] if isinstance(c, tuple) else c
@@ -242,7 +243,8 @@ def kernel_timer(n_repeat):
 
 def wall_timer(prof, key, **kw):
     def timer(contenders):
-        return C.measure(contenders, prof[f"{key}_repeats"], min_time=prof[f"{key}_min"], settle=prof["settle"], **kw)
+        return timing.measure(contenders, prof[f"{key}_repeats"], min_time=prof[f"{key}_min"], settle=prof["settle"],
+                              **kw)
     return timer
 
 
@@ -276,7 +278,7 @@ def plot_sweep(sweep, path, title):
 
 
 # -- the report ------------------------------------------------------------------------------------------
-def build_report(meta, machine, gpu, tinfo, tests, e2e, layers, kernels, sweep, errors, png) -> str:
+def build_report(meta, info, gpu, tinfo, tests, e2e, layers, kernels, sweep, errors, png) -> str:
     title = "lenet_np GPU check" + (" (CPU smoke run: no GPU)" if meta["smoke"] else f" on {gpu['name']}")
     md = [f"# {title}, {meta['date']}", "",
           f"`{meta['command']}`, {meta['duration_s'] / 60:.1f} minutes. Ratios are of medians measured in the "
@@ -293,7 +295,7 @@ def build_report(meta, machine, gpu, tinfo, tests, e2e, layers, kernels, sweep, 
                   f"matmul.allow_tf32={tinfo.get('matmul_allow_tf32')}, cudnn.benchmark={tinfo.get('cudnn_benchmark')}"
                   " (torch's defaults: its convolutions may use TF32; CuPy's matmuls do not)"
                   + ("" if tinfo["cuda"] else f"; no torch CUDA: {tinfo.get('why')}"))
-    md += [*C.machine_lines(machine), ""]
+    md += [*machine.machine_lines(info), ""]
     md += ["## Tests", ""]
     if tests is None:
         md += ["not run", ""]
@@ -307,22 +309,22 @@ def build_report(meta, machine, gpu, tinfo, tests, e2e, layers, kernels, sweep, 
                f"LeNet (sigmoid, max pooling), Adam lr 1e-3, batch 256; data: {e2e['data']}. On the GPU the uint8 "
                "images are copied to the device once and each batch is converted there; one sync per epoch. The CPU "
                "contenders run a fraction of the epoch (`examples/run`); all times are scaled to 60,000 training "
-               "and 10,000 test examples.", "", C.e2e_table(e2e["results"], base=meta["e2e_base"]), ""]
+               "and 10,000 test examples.", "", report.e2e_table(e2e["results"], base=meta["e2e_base"]), ""]
     if layers:
         md += [f"## Per layer, batch 256, float32, on {meta['layer_device']}", "",
                "Time per call in a stream of calls (synchronised at both ends, so launch overheads overlap the "
                "GPU work as in training). `fast`/`reference`: lenet_np's two implementations of Conv2d and "
-               "MaxPool2d on CuPy; `torch`: the same layer with autograd.", "", C.layers_table(layers), ""]
+               "MaxPool2d on CuPy; `torch`: the same layer with autograd.", "", per_layer.layers_table(layers), ""]
     if kernels:
         md += ["GPU time per call (`cupyx.profiler.benchmark`: CUDA events around each call, median): the "
-               "device's own work, without the Python and launch overheads.", "", C.layers_table(kernels), ""]
+               "device's own work, without the Python and launch overheads.", "", per_layer.layers_table(kernels), ""]
     if sweep:
         names = [n for n in ("lenet_np-cupy", "torch-cuda", "lenet_np-numpy", "torch-cpu")
                  if any(n in r for r in sweep.values())]
         base = "torch-cuda" if "torch-cuda" in names else names[-1]
         md += ["## Examples/s against batch size", "",
                "One training step (forward, loss, backward, Adam) on random data.", "",
-               C.sweep_table(sweep, names=names, base=base), ""]
+               per_layer.sweep_table(sweep, names=names, base=base), ""]
         if png:
             md += [f"![examples/s against batch size]({Path(png).name})", ""]
     if errors:
@@ -359,17 +361,17 @@ def main(argv=None) -> int:
             return EXIT_NO_GPU
         log(f"GPU: {gpu['name']}   ({gpu['memory_gib']} GiB, cc {gpu['compute_capability']}, "
             f"CUDA runtime {gpu['cuda_runtime']}, driver {gpu['cuda_driver']}, CuPy {gpu['cupy']})")
-    global C
+    global contenders, datasets, machine, per_layer, report, timing
     try:
-        from benchmarks import common as C
+        from benchmarks import contenders, datasets, machine, per_layer, report, timing
     except ImportError as exc:
         log(f"gpu_check: cannot import the benchmark code: {exc}")
         return EXIT_NO_GPU
     tinfo = torch_cuda_info()
     log(f"torch {tinfo.get('torch')}: CUDA {'yes' if tinfo.get('cuda') else 'no'}"
         + (f" ({tinfo.get('device')})" if tinfo.get("cuda") else f" ({tinfo.get('why')})"))
-    machine = C.machine_info(torch_threads=tinfo.get("threads"))
-    for line in C.machine_lines(machine):
+    info = machine.machine_info(torch_threads=tinfo.get("threads"))
+    for line in machine.machine_lines(info):
         log(line)
     smi = None if args.cpu_smoke else nvidia_smi()
     if smi:
@@ -392,11 +394,11 @@ def main(argv=None) -> int:
 
     log(f"\n## One epoch   ({left():.0f} s of the budget left)")
     try:
-        data = C.load_data("real")
+        data = datasets.load_data("real")
         log(f"  data: {data.source}")
         e2e = run_e2e(kinds, prof, data)
         e2e["base"] = "torch-cuda" if use_torch_cuda else "torch-cpu"
-        log(C.e2e_table(e2e["results"], base=e2e["base"]))
+        log(report.e2e_table(e2e["results"], base=e2e["base"]))
         del data
     except Exception as exc:
         errors["epoch"] = f"{type(exc).__name__}: {exc}"
@@ -408,14 +410,14 @@ def main(argv=None) -> int:
         if left() < 60:
             raise TimeoutError("skipped: out of time")
         torch_device = "cuda" if use_torch_cuda else "cpu"
-        layers = C.layer_benchmark(wall_timer(prof, "layer"), device=layer_device, log=log,
-                                   torch_device=torch_device)
-        log(C.layers_table(layers))
+        layers = per_layer.layer_benchmark(wall_timer(prof, "layer"), device=layer_device, log=log,
+                                           torch_device=torch_device)
+        log(per_layer.layers_table(layers))
         if on_gpu:
             log("  GPU time per call (cupyx.profiler.benchmark):")
             timer = wall_timer(prof, "layer") if args.cpu_smoke else kernel_timer(prof["kernel_repeat"])
-            kernels = C.layer_benchmark(timer, device="cuda", log=log, torch_device=torch_device)
-            log(C.layers_table(kernels))
+            kernels = per_layer.layer_benchmark(timer, device="cuda", log=log, torch_device=torch_device)
+            log(per_layer.layers_table(kernels))
     except Exception as exc:
         errors["layers"] = f"{type(exc).__name__}: {exc}"
         log(f"  FAILED: {errors['layers']}")
@@ -436,16 +438,16 @@ def main(argv=None) -> int:
             res = wall_timer(prof, "sweep", warmup=1, max_inner=1000)(contenders)
             slow.update({k: s.median for k, s in res.items()})
             return res
-        sweep = C.sweep_benchmark(runners, prof["sweep"], timer, skip=skip, log=log)
+        sweep = per_layer.sweep_benchmark(runners, prof["sweep"], timer, skip=skip, log=log)
         names = list(runners)
-        log(C.sweep_table(sweep, names=names, base=names[1] if len(names) > 1 else names[0]))
+        log(per_layer.sweep_table(sweep, names=names, base=names[1] if len(names) > 1 else names[0]))
         png = plot_sweep(sweep, out_dir / f"gpu-{today}{'-cpu-smoke' if args.cpu_smoke else ''}.png",
                          f"LeNet training step, {gpu['name'] if gpu else 'CPU only (smoke run)'}")
     except Exception as exc:
         errors["sweep"] = f"{type(exc).__name__}: {exc}"
         log(f"  FAILED: {errors['sweep']}")
 
-    machine["loadavg_end"] = C._read("/proc/loadavg").split()[:3]
+    info["loadavg_end"] = machine._read("/proc/loadavg").split()[:3]
     meta = {"date": today, "smoke": args.cpu_smoke, "duration_s": time.perf_counter() - t_start,
             "command": "benchmarks/gpu_check.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "e2e_base": (e2e or {}).get("base", "torch-cpu"), "layer_device": layer_device, "profile": prof,
@@ -453,10 +455,10 @@ def main(argv=None) -> int:
     meta["command"] = meta["command"].strip()
     stem = f"gpu-{meta['date']}" + ("-cpu-smoke" if args.cpu_smoke else "")
     md_path, json_path = out_dir / f"{stem}.md", out_dir / f"{stem}.json"
-    md_path.write_text(build_report(meta, machine, gpu, tinfo, tests, e2e, layers, kernels, sweep, errors, png))
-    C.write_json(json_path, {"meta": meta, "gpu": gpu, "torch": tinfo, "machine": machine, "tests": tests,
-                             "end_to_end": e2e, "layers": layers, "layers_gpu_time": kernels,
-                             "sweep": {str(k): v for k, v in sweep.items()} if sweep else None, "errors": errors})
+    md_path.write_text(build_report(meta, info, gpu, tinfo, tests, e2e, layers, kernels, sweep, errors, png))
+    report.write_json(json_path, {"meta": meta, "gpu": gpu, "torch": tinfo, "machine": info, "tests": tests,
+                                  "end_to_end": e2e, "layers": layers, "layers_gpu_time": kernels,
+                                  "sweep": {str(k): v for k, v in sweep.items()} if sweep else None, "errors": errors})
     log(f"\nreport: {md_path}\n        {json_path}" + (f"\n        {png}" if png else "")
         + f"\n        {out_dir / 'gpu-check.log'}\n({meta['duration_s'] / 60:.1f} minutes)")
     if tests is not None and tests["rc"] != 0 and not tests["timed_out"]:

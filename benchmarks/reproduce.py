@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 import lenet_np as ln
-from benchmarks.common import seed_torch_lenet_class
+from benchmarks.contenders import seed_torch_lenet_class
 from lenet_np import cli, train
 from lenet_np.data import DataError, iterate_batches, load_fashion_mnist
 from lenet_np.model import VARIANTS, resolve_variant

@@ -33,9 +33,9 @@ import numpy as np
 from lenet_np import cli
 from lenet_np.parallel import default_workers
 
-from . import common as C
+from . import contenders, datasets, machine, per_layer, report, timing
 
-RESULTS = C.REPO / "benchmarks" / "results"
+RESULTS = machine.REPO / "benchmarks" / "results"
 CHILDREN = ("lenet_np-train", "lenet_np-reference-train", "torch-train")
 SWEEP_BATCHES = (1, 4, 16, 64, 256, 1024)
 
@@ -90,7 +90,7 @@ def log(*args, **kwargs):
 def _rss_mib():
     """(ru_maxrss, VmHWM, VmRSS) in MiB: peak RSS from getrusage, peak and current RSS of this
     process image from /proc/self/status."""
-    status = {line.split(":")[0]: line.split()[1] for line in C._read("/proc/self/status").splitlines()
+    status = {line.split(":")[0]: line.split()[1] for line in machine._read("/proc/self/status").splitlines()
               if line.startswith(("VmHWM:", "VmRSS:"))}
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024          # KiB on Linux
     return tuple(round(v, 1) for v in (maxrss, int(status.get("VmHWM", 0)) / 1024,
@@ -101,16 +101,16 @@ def child_main(args) -> int:
     """Train ``--child-batches`` batches of 256 with one contender; print one RESULT line of JSON."""
     stages = {"imports": _rss_mib()}
     if args.child.startswith("torch"):
-        C.import_torch(args.torch_threads)
+        contenders.import_torch(args.torch_threads)
     else:
         import lenet_np  # noqa: F401
     stages["after imports"] = _rss_mib()
-    data = C.load_data(args.epochs_data)
+    data = datasets.load_data(args.epochs_data)
     stages["after data"] = _rss_mib()
     if args.child.startswith("torch"):
-        runner = C.TorchRunner(data, threads=args.torch_threads)
+        runner = contenders.TorchRunner(data, threads=args.torch_threads)
     else:
-        runner = C.LenetNpRunner(data, impl="reference" if "reference" in args.child else "fast")
+        runner = contenders.LenetNpRunner(data, impl="reference" if "reference" in args.child else "fast")
     stages["after model"] = _rss_mib()
     try:   # reset VmHWM (Linux >= 4.0), so that it measures the training phase alone
         Path("/proc/self/clear_refs").write_text("5")
@@ -136,8 +136,9 @@ def run_memory(args, prof) -> dict:
         cmd = ["/bin/sh", "-c", '"$@"; exit $?', "sh", sys.executable, "-m", "benchmarks.run",
                "--child", name, "--child-batches", str(prof["mem_batches"]),
                "--epochs-data", args.epochs_data, "--torch-threads", str(args.torch_threads)]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(C.REPO), os.environ.get("PYTHONPATH")])))
-        proc = subprocess.run(cmd, cwd=C.REPO, env=env, capture_output=True, text=True, timeout=600)
+        path = [str(machine.REPO), os.environ.get("PYTHONPATH")]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, path)))
+        proc = subprocess.run(cmd, cwd=machine.REPO, env=env, capture_output=True, text=True, timeout=600)
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if proc.returncode != 0 or line is None:
             out[name] = {"error": f"exit {proc.returncode}: {proc.stderr.strip()[-500:]}"}
@@ -166,23 +167,24 @@ def memory_table(mem) -> str:
             overall, peak_train, adds = peak_train, float("nan"), "-"
         rows.append([name, f"{st['after imports'][0]:.1f}", f"{st['after data'][0]:.1f}", f"{before[2]:.1f}",
                      f"{peak_train:.1f}", adds, f"{overall:.1f}", f"{rss_end:.1f}"])
-    return C.md_table(["contender", "peak after imports", "peak after data", "RSS before training",
-                       "training peak", "training adds", "overall peak", "RSS at end"], rows)
+    return report.md_table(["contender", "peak after imports", "peak after data", "RSS before training",
+                            "training peak", "training adds", "overall peak", "RSS at end"], rows)
 
 
 # -- 1. end to end -----------------------------------------------------------------------------------
 def run_e2e(args, prof, data) -> dict:
-    n_train = max(C.BATCH_SIZE, int(round(len(data.train_images) * prof["fraction"])))
-    n_test = max(C.BATCH_SIZE, int(round(len(data.test_images) * prof["fraction"])))
-    runners = {"lenet_np": C.LenetNpRunner(data), "torch": C.TorchRunner(data, threads=args.torch_threads)}
+    n_train = max(datasets.BATCH_SIZE, int(round(len(data.train_images) * prof["fraction"])))
+    n_test = max(datasets.BATCH_SIZE, int(round(len(data.test_images) * prof["fraction"])))
+    runners = {"lenet_np": contenders.LenetNpRunner(data),
+               "torch": contenders.TorchRunner(data, threads=args.torch_threads)}
     log(f"  {n_train} training and {n_test} test examples per run, {prof['e2e_repeats']} alternating runs each")
-    res = C.end_to_end(runners, n_train, n_test, repeats=prof["e2e_repeats"], log=log,
-                       n_total=len(data.train_images))
+    res = contenders.end_to_end(runners, n_train, n_test, repeats=prof["e2e_repeats"], log=log,
+                                n_total=len(data.train_images))
     return {"n_train_run": n_train, "n_test_run": n_test, "data": data.source, "results": res}
 
 
 def e2e_table(e2e):
-    return C.e2e_table(e2e["results"], base="torch")
+    return report.e2e_table(e2e["results"], base="torch")
 
 
 # -- 2. compute limit ------------------------------------------------------------------------------------
@@ -191,22 +193,22 @@ def limit_tables(flops, peak, e2e):
              f"{r['forward']:,}", f"{r['backward_weight'] + r['backward_input']:,}"] for r in flops["layers"]]
     rows.append(["total", "", "", f"{sum(r['macs'] for r in flops['layers']):,}",
                  f"{flops['forward_per_example']:,}", f"{flops['backward_per_example']:,}"])
-    t1 = C.md_table(["layer", "input", "output", "MACs", "forward FLOP", "backward FLOP"], rows)
+    t1 = report.md_table(["layer", "input", "output", "MACs", "forward FLOP", "backward FLOP"], rows)
     best = max(peak, key=lambda k: peak[k]["gflops"])
     gflops = peak[best]["gflops"]
-    train_flop = C.N_TRAIN * flops["train_per_example"]
-    eval_flop = C.N_TEST * flops["eval_per_example"]
-    rows = [["at the matmul peak", C.fmt_time(train_flop / gflops / 1e9), f"{gflops:.1f}", "100%",
-             C.fmt_time(eval_flop / gflops / 1e9), "100%"]]
+    train_flop = datasets.N_TRAIN * flops["train_per_example"]
+    eval_flop = datasets.N_TEST * flops["eval_per_example"]
+    rows = [["at the matmul peak", report.fmt_time(train_flop / gflops / 1e9), f"{gflops:.1f}", "100%",
+             report.fmt_time(eval_flop / gflops / 1e9), "100%"]]
     if e2e:
         res = e2e["results"]
         for name, r in res.items():
-            tr = r["train"].median * C.N_TRAIN / r["n_train"]
-            ev = r["eval"].median * C.N_TEST / r["n_test"]
+            tr = r["train"].median * datasets.N_TRAIN / r["n_train"]
+            ev = r["eval"].median * datasets.N_TEST / r["n_test"]
             g_tr, g_ev = train_flop / tr / 1e9, eval_flop / ev / 1e9
-            rows.append([name, C.fmt_time(tr), f"{g_tr:.2f}", f"{g_tr / gflops:.1%}", C.fmt_time(ev),
+            rows.append([name, report.fmt_time(tr), f"{g_tr:.2f}", f"{g_tr / gflops:.1%}", report.fmt_time(ev),
                          f"{g_ev / gflops:.1%}"])
-    t2 = C.md_table(["", "train epoch", "train GFLOP/s", "of peak", "test eval", "eval of peak"], rows)
+    t2 = report.md_table(["", "train epoch", "train GFLOP/s", "of peak", "test eval", "eval of peak"], rows)
     peaks = ", ".join(f"{k} {v['gflops']:.1f} GFLOP/s" for k, v in peak.items())
     text = (f"One training step costs {flops['train_per_example'] / 1e6:.3f} MFLOP per example "
             f"(forward {flops['forward_per_example'] / 1e6:.3f}, backward {flops['backward_per_example'] / 1e6:.3f}; "
@@ -220,27 +222,27 @@ def limit_tables(flops, peak, e2e):
 # -- 4. per layer, 5. batch-size sweep -----------------------------------------------------------------
 def _timer(prof, key, **kw):
     def timer(contenders):
-        return C.measure(contenders, prof[f"{key}_repeats"], min_time=prof[f"{key}_min"], **kw)
+        return timing.measure(contenders, prof[f"{key}_repeats"], min_time=prof[f"{key}_min"], **kw)
     return timer
 
 
 def run_layers(args, prof) -> dict:
-    return C.layer_benchmark(_timer(prof, "layer"), torch_threads=args.torch_threads, log=log)
+    return per_layer.layer_benchmark(_timer(prof, "layer"), torch_threads=args.torch_threads, log=log)
 
 
 def layers_table(layers):
-    return C.layers_table(layers)
+    return per_layer.layers_table(layers)
 
 
 def run_sweep(args, prof, batches=SWEEP_BATCHES) -> dict:
-    runners = {"lenet_np": C.LenetNpRunner(), "reference": C.LenetNpRunner(impl="reference"),
-               "torch": C.TorchRunner(threads=args.torch_threads)}
-    return C.sweep_benchmark(runners, batches, _timer(prof, "sweep", warmup=1, max_inner=1000),
-                             skip=lambda name, n: name == "reference" and n > prof["sweep_ref_max"], log=log)
+    runners = {"lenet_np": contenders.LenetNpRunner(), "reference": contenders.LenetNpRunner(impl="reference"),
+               "torch": contenders.TorchRunner(threads=args.torch_threads)}
+    return per_layer.sweep_benchmark(runners, batches, _timer(prof, "sweep", warmup=1, max_inner=1000),
+                                     skip=lambda name, n: name == "reference" and n > prof["sweep_ref_max"], log=log)
 
 
 def sweep_table(sweep):
-    return C.sweep_table(sweep, names=("lenet_np", "reference", "torch"), base="torch")
+    return per_layer.sweep_table(sweep, names=("lenet_np", "reference", "torch"), base="torch")
 
 
 # -- the report -------------------------------------------------------------------------------------------
@@ -275,7 +277,7 @@ def build_report(meta, info, e2e, flops, peak, mem, layers, sweep) -> str:
           f"`{meta['command']}`, {meta['duration_s'] / 60:.1f} minutes. Every comparison is a ratio of medians "
           "measured in the same run, the contenders alternating round by round; `spread` is (max - min) / median "
           "of the samples. The machine is shared: expect noise of tens of percent between runs, less in the ratios.",
-          "", "## Machine", "", *C.machine_lines(info),
+          "", "## Machine", "", *machine.machine_lines(info),
           "- 1-minute load average when each section started: "
           + ", ".join(f"{k} {v}" for k, v in meta["loadavg_at_sections"].items()),
           "- share of the CPUs that other processes used during each section (from /proc/stat less this "
@@ -336,17 +338,17 @@ def main(argv=None) -> int:
     prof = PROFILES["quick" if args.quick else "full"]
     sections = set((args.only or ",".join(SECTIONS)).split(",")) - {""}   # checked by parse_args
     t_start = time.perf_counter()
-    torch = C.import_torch(args.torch_threads)
-    info = C.machine_info(torch_threads=torch.get_num_threads())
+    torch = contenders.import_torch(args.torch_threads)
+    info = machine.machine_info(torch_threads=torch.get_num_threads())
     log("# lenet_np CPU benchmarks" + (" (quick)" if args.quick else ""))
-    for line in C.machine_lines(info):
+    for line in machine.machine_lines(info):
         log(line)
 
     log("\n## float32 matmul peak")
-    peak = C.matmul_peak(repeats=prof["peak_repeats"])
+    peak = machine.matmul_peak(repeats=prof["peak_repeats"])
     for k, v in peak.items():
         log(f"  {k}: {v['gflops']:.1f} GFLOP/s")
-    flops = C.flop_counts()
+    flops = per_layer.flop_counts()
 
     e2e = mem = layers = sweep = None
     loads = {}
@@ -356,18 +358,18 @@ def main(argv=None) -> int:
     def section(key, title):
         """Start a section; report how busy other processes kept the CPUs during the previous one."""
         for k, m in monitor.items():
-            if isinstance(m, C.CpuMonitor):
+            if isinstance(m, machine.CpuMonitor):
                 monitor[k] = m.stop()
                 if monitor[k]["others"] is not None:
                     log(f"  (other processes used {monitor[k]['others']:.0%} of the CPUs during this section)")
         if key is not None:
-            loads[key] = C._read("/proc/loadavg").split()[0]
-            monitor[key] = C.CpuMonitor()
+            loads[key] = machine._read("/proc/loadavg").split()[0]
+            monitor[key] = machine.CpuMonitor()
             log(f"\n## {title}   (load average {loads[key]})")
 
     if "e2e" in sections:
         section("e2e", "1. End to end")
-        data = C.load_data(args.epochs_data)
+        data = datasets.load_data(args.epochs_data)
         log(f"  data: {data.source}")
         e2e = run_e2e(args, prof, data)
         del data
@@ -389,7 +391,7 @@ def main(argv=None) -> int:
         log(sweep_table(sweep))
     section(None, None)
 
-    info["loadavg_end"] = C._read("/proc/loadavg").split()[:3]
+    info["loadavg_end"] = machine._read("/proc/loadavg").split()[:3]
     today = dt.date.today().isoformat()
     meta = {"date": today, "quick": args.quick, "duration_s": time.perf_counter() - t_start,
             "command": "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -401,9 +403,9 @@ def main(argv=None) -> int:
     stem = f"cpu-{today}" + ("-quick" if args.quick else "")
     md_path, json_path = args.out / f"{stem}.md", args.out / f"{stem}.json"
     md_path.write_text(build_report(meta, info, e2e, flops, peak, mem, layers, sweep))
-    C.write_json(json_path, {"meta": meta, "machine": info, "flops": flops, "matmul_peak": peak, "end_to_end": e2e,
-                             "memory": mem, "layers": layers,
-                             "sweep": {str(k): v for k, v in sweep.items()} if sweep else None})
+    report.write_json(json_path, {"meta": meta, "machine": info, "flops": flops, "matmul_peak": peak, "end_to_end": e2e,
+                                  "memory": mem, "layers": layers,
+                                  "sweep": {str(k): v for k, v in sweep.items()} if sweep else None})
     log(f"\nreport: {md_path}\n        {json_path}\n({meta['duration_s'] / 60:.1f} minutes)")
     return 0
 

@@ -12,22 +12,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import common as C
+from benchmarks.contenders import LenetNpRunner, TorchRunner, end_to_end
+from benchmarks.datasets import BATCH_SIZE, synthetic_data
+from benchmarks.per_layer import flop_counts
 
 
 @pytest.fixture(scope="module")
 def data():
-    return C.synthetic_data(seed=3, n_train=4 * C.BATCH_SIZE, n_test=C.BATCH_SIZE)
+    return synthetic_data(seed=3, n_train=4 * BATCH_SIZE, n_test=BATCH_SIZE)
 
 
 def test_contenders_train_the_same_network_on_the_same_batches(data):
     pytest.importorskip("torch")
-    runners = {"fast": C.LenetNpRunner(data), "reference": C.LenetNpRunner(data, impl="reference"),
-               "one-thread": C.LenetNpRunner(data, workers=1), "torch": C.TorchRunner(data, threads=1)}
+    runners = {"fast": LenetNpRunner(data), "reference": LenetNpRunner(data, impl="reference"),
+               "one-thread": LenetNpRunner(data, workers=1), "torch": TorchRunner(data, threads=1)}
     assert runners["fast"].workers >= 1 and runners["reference"].workers == 1
     perm = np.random.default_rng(0).permutation(len(data.train_labels))
     out = {name: r.train_epoch(perm, limit=3) for name, r in runners.items()}
-    assert all(seen == 3 * C.BATCH_SIZE for _, seen in out.values())
+    assert all(seen == 3 * BATCH_SIZE for _, seen in out.values())
     losses = {name: loss for name, (loss, _) in out.items()}
     assert all(math.isfinite(v) and 1.5 < v < 3.5 for v in losses.values()), losses
     for name in ("reference", "one-thread", "torch"):
@@ -40,16 +42,16 @@ def test_contenders_train_the_same_network_on_the_same_batches(data):
 
 
 def test_end_to_end_reports_every_contender(data):
-    runners = {"lenet_np": C.LenetNpRunner(data), "reference": C.LenetNpRunner(data, impl="reference")}
-    res = C.end_to_end(runners, n_train=C.BATCH_SIZE, n_test=C.BATCH_SIZE, repeats=2, log=lambda *a: None,
-                       n_total=len(data.train_labels))
+    runners = {"lenet_np": LenetNpRunner(data), "reference": LenetNpRunner(data, impl="reference")}
+    res = end_to_end(runners, n_train=BATCH_SIZE, n_test=BATCH_SIZE, repeats=2, log=lambda *a: None,
+                     n_total=len(data.train_labels))
     for name in runners:
         assert len(res[name]["train"].samples) == 2 and res[name]["train"].median > 0
-        assert res[name]["n_train"] == C.BATCH_SIZE and res[name]["n_test"] == C.BATCH_SIZE
+        assert res[name]["n_train"] == BATCH_SIZE and res[name]["n_test"] == BATCH_SIZE
 
 
 def test_flop_count_matches_the_layer_shapes():
-    flops = C.flop_counts()
+    flops = flop_counts()
     # conv.0: 6 x 24 x 24 outputs of 25 MACs; conv.3: 16 x 8 x 8 of 150; the three linear layers
     macs = 6 * 24 * 24 * 25 + 16 * 8 * 8 * 150 + 256 * 120 + 120 * 84 + 84 * 10
     assert sum(r["macs"] for r in flops["layers"]) == macs

@@ -176,7 +176,7 @@ def check_resume(meta, path, n_train, batch_size) -> None:
                 f"checkpoint {path}: a history entry is {entry!r}, expected the numbers {', '.join(METRIC_FIELDS)}; "
                 "the file is damaged or not written by lenet_np.train")
     step, seen = meta["step"], meta["sums"][2]
-    if step and not (step < num_batches(n_train, batch_size) and 0 < seen <= n_train):
+    if step and not (step <= num_batches(n_train, batch_size) and 0 < seen <= n_train):
         raise checkpoint.CheckpointError(
             f"checkpoint {path}: it stopped at step {step} of an epoch having seen {seen} examples, which does not "
             f"fit {n_train} training examples in batches of {batch_size}; resume with the data and --batch-size "
@@ -386,12 +386,16 @@ def _resume_command(path, argv) -> str:
 def check_last_batch(net, n_train, batch_size) -> None:
     """A network with batch statistics (BatchNorm in training) cannot train on a last batch of
     one example: say so before any work, with a batch size that fits."""
-    if n_train % batch_size != 1 or not uses_batch_statistics(net):
+    if (batch_size > 1 and n_train % batch_size != 1) or not uses_batch_statistics(net):
         return
-    fits = next(b for b in range(batch_size + 1, n_train + 2) if n_train % b != 1)
-    raise TrainingError(f"--batch-size {batch_size} leaves a last batch of one example ({n_train} training "
-                        "examples), and batch normalization cannot normalise a single example; choose a batch "
-                        f"size that does not leave one over, e.g. --batch-size {fits}")
+    if n_train < 2:
+        raise TrainingError(f"batch normalization needs batches of at least 2 examples, and the training set "
+                            f"holds {n_train}; train this variant on more data")
+    fits = next(b for b in range(max(batch_size + 1, 2), n_train + 1) if n_train % b != 1)
+    what = ("batches of one example" if batch_size == 1
+            else f"a last batch of one example ({n_train} training examples)")
+    raise TrainingError(f"--batch-size {batch_size} leaves {what}, and batch normalization cannot normalise a "
+                        f"single example; choose a batch size that does not leave one over, e.g. --batch-size {fits}")
 
 
 def run(args) -> list:

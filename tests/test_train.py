@@ -89,7 +89,9 @@ def same_metrics(a, b):
     return [[r[k] for k in keys] for r in a["meta"]["history"]] == [[r[k] for k in keys] for r in b["meta"]["history"]]
 
 
-def test_ctrl_c_saves_mid_epoch_and_resumes_bit_for_bit(toy, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("at_call,epoch,step", [(9, 2, 3), (6, 1, 6)], ids=["mid-epoch", "last-step"])
+def test_ctrl_c_saves_mid_epoch_and_resumes_bit_for_bit(toy, tmp_path, monkeypatch, capsys, at_call, epoch, step):
+    """Ctrl-C in the middle of an epoch, or after its last step (before its evaluation)."""
     full, part = tmp_path / "full.npz", tmp_path / "part.npz"
     assert run(toy, "--epochs", 2, "--checkpoint", full) == 0
     calls = {"n": 0}
@@ -98,7 +100,7 @@ def test_ctrl_c_saves_mid_epoch_and_resumes_bit_for_bit(toy, tmp_path, monkeypat
     def step_then_ctrl_c(self):
         real_step(self)
         calls["n"] += 1
-        if calls["n"] == 9:    # in epoch 2 (6 steps per epoch), as if the user pressed Ctrl-C
+        if calls["n"] == at_call:    # 6 steps per epoch: as if the user pressed Ctrl-C here
             os.kill(os.getpid(), signal.SIGINT)
 
     monkeypatch.setattr(ln.optim.Adam, "step", step_then_ctrl_c)
@@ -106,9 +108,9 @@ def test_ctrl_c_saves_mid_epoch_and_resumes_bit_for_bit(toy, tmp_path, monkeypat
         run(toy, "--epochs", 2, "--checkpoint", part)
     assert exit_info.value.code == 130
     err = capsys.readouterr().err
-    assert "interrupted at epoch 2, step 3/6" in err and f"--resume {part}" in err
+    assert f"interrupted at epoch {epoch}, step {step}/6" in err and f"--resume {part}" in err
     meta = checkpoint.load(part)["meta"]
-    assert (meta["epoch"], meta["step"]) == (1, 3)
+    assert (meta["epoch"], meta["step"]) == (epoch - 1, step)
     monkeypatch.setattr(ln.optim.Adam, "step", real_step)
     assert run(toy, "--resume", part, "--checkpoint", part) == 0      # settings come from the checkpoint
     for name, value in params(full).items():

@@ -381,3 +381,11 @@ def test_batchnorm_training_refuses_a_last_batch_of_one_before_any_work(tmp_path
     assert not ck.exists()
     assert train.main(["--variant", "batchnorm", "--batch-size", "17", *argv]) == 0
     assert train.main(["--variant", "d2l", "--batch-size", "16", *argv]) == 0     # no batch statistics: fine
+    capsys.readouterr()
+    assert train.main(["--variant", "batchnorm", "--batch-size", "1", *argv]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "batches of one example" in err and "--batch-size 3" in err   # 33 % 2 == 1
+    one = make_dataset(tmp_path / "one", n_train=1, n_test=4)
+    assert train.main(["--variant", "batchnorm", "--data-dir", str(one), "--epochs", "1", "--device", "cpu"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "at least 2 examples" in err and "holds 1" in err

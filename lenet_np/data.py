@@ -261,6 +261,9 @@ def load_fashion_mnist(data_dir=None, verify: bool = False) -> FashionMNIST:
         if len(images) != len(labels):
             raise DataError(f"{labels_path}: holds {len(labels)} labels but {images_path} holds {len(images)} "
                             f"images; the two files do not belong together. {FIX}")
+        if len(images) == 0:
+            raise DataError(f"{images_path}: holds no images (0 examples), and the {split} set needs at least one; "
+                            f"the file is truncated or not the real one. {FIX}")
         bad = np.flatnonzero(labels >= NUM_CLASSES)
         if bad.size:
             raise DataError(f"{labels_path}: label {labels[bad[0]]} at index {bad[0]} is out of range "

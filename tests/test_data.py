@@ -539,3 +539,14 @@ def test_real_fashion_mnist():
     assert np.array_equal(np.bincount(ds.test_labels), [1000] * 10)
     x, y = next(data.iterate_batches(ds.test_images, ds.test_labels, 256))
     assert x.shape == (256, 1, 28, 28) and x.dtype == np.float32 and y.dtype == np.int64
+
+
+@pytest.mark.parametrize("n_train,n_test,empty", [(5, 0, "t10k-images"), (0, 3, "train-images")])
+def test_an_empty_split_is_one_clear_error(tmp_path, n_train, n_test, empty):
+    """A set of 0 examples is refused when loaded (it failed later, deep in training or evaluation)."""
+    from .test_train import make_dataset
+
+    root = make_dataset(tmp_path / "data", n_train=n_train, n_test=n_test)
+    with pytest.raises(DataError, match=rf"{empty}-idx3-ubyte.*holds no images \(0 examples\)") as info:
+        data.load_fashion_mnist(root)
+    assert "\n" not in str(info.value)

@@ -297,3 +297,12 @@ def test_a_mistake_only_random_shapes_find_is_shrunk_to_the_smallest(tmp_path, c
     line, hint = layer_lines(run(capsys, "check", tmp_path, "--layer", "linear")[1])["linear"]
     assert "dx: worst error 5.0e-01 (fails: lenet_np)" in line
     assert hint.endswith("[lenet_np: x (1, 6), weight (1, 6)]") and "off by a factor 2" in hint
+
+
+@pytest.mark.parametrize("call", ["raise SystemExit(0)", "import sys; sys.exit()"])
+def test_a_backward_that_exits_is_a_failure_not_a_pass(call, tmp_path, capsys):
+    """sys.exit() inside a student's backward must not end the check with status 0 and no output."""
+    write_layer(tmp_path, "linear", "self.bias.grad += grad_out.sum(axis=0)", f"{call}  # noqa")
+    status, out, _ = run(capsys, "check", tmp_path, "--layer", "linear")
+    line, hint = layer_lines(out)["linear"]
+    assert status == 1 and "FAIL" in line and "SystemExit" in hint

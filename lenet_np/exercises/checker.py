@@ -222,7 +222,7 @@ def student(ex: Exercise, module, case: Case):
             warnings.simplefilter("ignore")
             layer = ex.student(getattr(module, ex.cls), work)
             out, grads = _run(ex, layer, work)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:           # a student's sys.exit() is a failure, not an exit
         frame = student_frame(exc, directory)
         if frame is None:
             raise Raised(exc, ex.file, "", "") from exc

@@ -119,7 +119,7 @@ def run_check(args) -> int:
                 result = check(ex, load(path), args.examples)
             except LoadError as exc:
                 result = Result("cannot load", f"{exc} (the other layers are checked all the same)")
-            except Exception as exc:        # something the checks did not foresee: say it, check the others
+            except (Exception, SystemExit) as exc:   # not foreseen by the checks: say it, check the others
                 result = Result("FAIL", f"the check stopped: {type(exc).__name__}: {exc}")
         for line in format_result(ex, result):
             print(line, flush=True)

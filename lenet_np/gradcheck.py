@@ -82,52 +82,58 @@ def gradcheck(module, x, eps=1e-6, max_elements=None, seed=0, input_grad=True,
     xp = backend.get_array_module(x)
     rng = np.random.default_rng(seed)
     x = x.copy()
+    # every forward below updates a BatchNorm's running statistics in training mode: keep
+    # the buffers as they were, so that checking a network leaves it as it found it
+    saved = [(buf, buf.copy()) for _, buf in module.named_buffers() if buf is not None]
+    try:
+        y = module(x)
+        r = xp.asarray(rng.standard_normal(y.shape)).astype(y.dtype)
+        module.zero_grad()
+        if loss_fn is not None:
+            loss_fn.forward(y, labels)
+            grad_y = loss_fn.backward()
+        else:
+            grad_y = r
+        grad_x = module.backward(grad_y, input_grad=input_grad)
 
-    y = module(x)
-    r = xp.asarray(rng.standard_normal(y.shape)).astype(y.dtype)
-    module.zero_grad()
-    if loss_fn is not None:
-        loss_fn.forward(y, labels)
-        grad_y = loss_fn.backward()
-    else:
-        grad_y = r
-    grad_x = module.backward(grad_y, input_grad=input_grad)
+        tensors = []
+        if input_grad:
+            tensors.append(("input", x, grad_x))
+        for name, p in module.named_parameters():
+            tensors.append((name, p.data, p.grad))
 
-    tensors = []
-    if input_grad:
-        tensors.append(("input", x, grad_x))
-    for name, p in module.named_parameters():
-        tensors.append((name, p.data, p.grad))
+        def loss():
+            return _scalar_loss(module, x, r, loss_fn, labels)
 
-    def loss():
-        return _scalar_loss(module, x, r, loss_fn, labels)
-
-    results = {}
-    for name, arr, grad in tensors:
-        if grad is None:
-            raise RuntimeError(f"gradcheck: backward produced no gradient for {name!r}")
-        flat_grad = backend.as_numpy(grad).reshape(-1)
-        size = arr.size
-        idx = np.arange(size)
-        if max_elements is not None and size > max_elements:
-            idx = np.sort(rng.choice(size, max_elements, replace=False))
-        numeric = np.empty(len(idx))
-        # index the array in place through a flat view (arrays here are contiguous copies)
-        flat = arr.reshape(-1)
-        if not backend.get_array_module(flat).shares_memory(flat, arr):
-            raise RuntimeError(f"gradcheck: {name!r} is not contiguous")
-        for k, i in enumerate(idx):
-            old = flat[i].item()
-            flat[i] = old + eps
-            plus = loss()
-            flat[i] = old - eps
-            minus = loss()
-            flat[i] = old
-            numeric[k] = (plus - minus) / (2 * eps)
-        analytic = flat_grad[idx]
-        err = rel_error(analytic, numeric)
-        results[name] = (err, analytic, numeric) if return_details else err
-    return results
+        results = {}
+        for name, arr, grad in tensors:
+            if grad is None:
+                raise RuntimeError(f"gradcheck: backward produced no gradient for {name!r}")
+            flat_grad = backend.as_numpy(grad).reshape(-1)
+            size = arr.size
+            idx = np.arange(size)
+            if max_elements is not None and size > max_elements:
+                idx = np.sort(rng.choice(size, max_elements, replace=False))
+            numeric = np.empty(len(idx))
+            # index the array in place through a flat view (arrays here are contiguous copies)
+            flat = arr.reshape(-1)
+            if not backend.get_array_module(flat).shares_memory(flat, arr):
+                raise RuntimeError(f"gradcheck: {name!r} is not contiguous")
+            for k, i in enumerate(idx):
+                old = flat[i].item()
+                flat[i] = old + eps
+                plus = loss()
+                flat[i] = old - eps
+                minus = loss()
+                flat[i] = old
+                numeric[k] = (plus - minus) / (2 * eps)
+            analytic = flat_grad[idx]
+            err = rel_error(analytic, numeric)
+            results[name] = (err, analytic, numeric) if return_details else err
+        return results
+    finally:
+        for buf, value in saved:
+            buf[...] = value
 
 
 # -- several steps at once: checking a whole network ---------------------------------------

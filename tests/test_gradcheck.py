@@ -156,3 +156,16 @@ def test_rel_error():
     assert rel_error([1.0, 2.0], [1.0, 2.0]) == 0.0
     assert rel_error([0.0], [0.0]) == 0.0
     assert rel_error([1.0, 0.0], [1.0, 0.5]) == pytest.approx(0.5)
+
+
+def test_gradcheck_leaves_batch_norm_running_statistics_as_it_found_them(xp):
+    """Each finite-difference forward of a BatchNorm in training updates its running statistics;
+    gradcheck puts them back, so a trained network checked this way evaluates as before."""
+    bn = nn.BatchNorm2d(3).double().to("cuda" if xp is not np else "cpu")
+    x = xp.asarray(np.random.default_rng(7).standard_normal((4, 3, 5, 5)) * 3 + 1)   # not gradcheck's stream
+    bn(x)                                                        # one real step: stats away from the defaults
+    before = {k: ln.as_numpy(v).copy() for k, v in bn.state_dict().items()}
+    errors = ln.gradcheck(bn, x, max_elements=10)
+    assert max(errors.values()) < 1e-6
+    for k, v in bn.state_dict().items():
+        np.testing.assert_array_equal(ln.as_numpy(v), before[k], err_msg=k)

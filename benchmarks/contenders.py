@@ -1,4 +1,4 @@
-"""The contenders: lenet_np (NumPy, or CuPy) and the seed's torch model, trained and evaluated
+"""The contenders: lenet_np (NumPy, or CuPy) and the book's PyTorch model, trained and evaluated
 the same way, and ``end_to_end``, which times a training pass and an evaluation of each.
 
 Everything here works on NumPy alone; torch and CuPy are imported only when asked for, so a
@@ -68,7 +68,7 @@ def set_impl(net, impl):
 
 
 def make_torch_lenet(seed=0, device="cpu"):
-    """The seed's torch model with the same initial weights as ``lenet_np.LeNet(seed=seed)``."""
+    """The book's PyTorch model with the same initial weights as ``lenet_np.LeNet(seed=seed)``."""
     import torch
 
     tnet = seed_torch_lenet_class()()
@@ -155,7 +155,7 @@ class LenetNpRunner(Runner):
 
 
 class TorchRunner(Runner):
-    """The seed's torch model, trained and evaluated the same way (device "cpu" or "cuda")."""
+    """The book's PyTorch model, trained and evaluated the same way (device "cpu" or "cuda")."""
 
     def __init__(self, data=None, device="cpu", seed=0, batch_size=BATCH_SIZE, lr=LR, threads=None):
         torch = self.torch = import_torch(threads)

@@ -318,7 +318,7 @@ def build_report(meta, info, e2e, flops, peak, mem, layers, sweep) -> str:
                "implementations of Conv2d and MaxPool2d (`layer.impl`); the other layers have one. "
                "`reference/fast` is the gain of the fast path (forward + backward); `share` is the layer's part of "
                "the whole fast step. The loss and Adam rows complete the step. Layers are listed in the order "
-               "a training forward runs them (the seed's order; LeNet pools before the sigmoid only in eval "
+               "a training forward runs them (the book's order; LeNet pools before the sigmoid only in eval "
                "mode). Each row is the whole batch in one thread (BLAS on all cores); the measured fast step "
                "is how `python -m lenet_np.train` runs it, two halves of the batch in parallel threads "
                "(DataParallel), which is why it is shorter than `sum`; the reference step runs in one thread.",

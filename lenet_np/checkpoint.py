@@ -8,7 +8,7 @@ Layout of the archive (every entry a NumPy array):
                                and the per-step metrics (global_step, steps, step_window)
 
 The settings name the network (variant, activation, pool); a checkpoint written before
-variants existed has no variant and holds the seed's network.
+variants existed has no variant and holds the seed variant's network.
 
 ``save`` writes to a temporary file in the target's directory and renames it over
 the target, so a kill at any moment leaves either the old or the new checkpoint,

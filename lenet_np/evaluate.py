@@ -20,7 +20,7 @@ from .train import predict
 def network_kwargs(settings) -> dict:
     """The LeNet keyword arguments (variant, activation, pool) of a checkpoint's settings:
     ``LeNet(**network_kwargs(meta["settings"]))`` rebuilds its network. A setting that is
-    absent takes the variant's default; a checkpoint without a variant holds the seed's network."""
+    absent takes the variant's default; a checkpoint without a variant holds the seed variant's network."""
     variant, activation, pool = resolve_variant(settings.get("variant", "seed"), settings.get("activation"),
                                                 settings.get("pool"))
     return {"variant": variant, "activation": activation, "pool": pool}

@@ -1,18 +1,18 @@
-"""LeNet, exactly the seed's network (Dive into Deep Learning), and the book's other LeNets.
+"""LeNet: the network of Dive into Deep Learning's PyTorch edition, and the book's other LeNets.
 
-``variant="seed"`` (the default), the seed's network:
+``variant="seed"`` (the default), the PyTorch edition's network:
 
     input (N, 1, 28, 28)
     conv.0 Conv2d(1, 6, 5)      -> (N, 6, 24, 24)      conv.1 Sigmoid
     conv.2 MaxPool2d(2, 2)      -> (N, 6, 12, 12)
     conv.3 Conv2d(6, 16, 5)     -> (N, 16, 8, 8)       conv.4 Sigmoid
     conv.5 MaxPool2d(2, 2)      -> (N, 16, 4, 4)
-    flatten, as the seed's feature.view(N, -1)         -> (N, 256)
+    flatten, as the book's feature.view(N, -1)         -> (N, 256)
     fc.0 Linear(256, 120)  fc.1 Sigmoid  fc.2 Linear(120, 84)  fc.3 Sigmoid
     fc.4 Linear(84, 10)                                -> (N, 10) logits
 
-44,426 parameters; ``state_dict()`` keys and array layouts are those of the seed's
-torch model, so weights move between the two with ``load_state_dict``.
+44,426 parameters; ``state_dict()`` keys and array layouts are those of the book's
+PyTorch model, so weights move between the two with ``load_state_dict``.
 
 ``variant="d2l"``, today's book (one ``nn.Sequential`` named ``net``):
 
@@ -202,7 +202,7 @@ class LeNet(Module):
 
     def layer_order(self) -> list:
         """The layers in the order forward runs them in this mode (``named_layers`` with the
-        evaluation-mode swaps of ``pool_first``); None stands for the seed's flatten reshape."""
+        evaluation-mode swaps of ``pool_first``); None stands for the book's flatten reshape."""
         layers = [m for _, m in self.named_layers()]
         if self.pool_first and not self.training:
             layers = swap_for_eval(layers)
@@ -228,7 +228,7 @@ class LeNet(Module):
         order = self.layer_order()
         feature_shape = None
         for layer in order:
-            if layer is None:                            # the seed's feature.view(N, -1)
+            if layer is None:                            # the book's feature.view(N, -1)
                 feature_shape = feature.shape
                 feature = feature.reshape(img.shape[0], -1)
             else:

@@ -100,7 +100,7 @@ def summary(net: Module, batch_size: int = 1, input_shape=INPUT_SHAPE) -> list[d
     shape = (batch_size, *input_shape)
     rows = []
     for name, layer in _stages(net):
-        if layer is None:                                      # the seed's feature.view(N, -1)
+        if layer is None:                                      # the book's feature.view(N, -1)
             shape = (shape[0], math.prod(shape[1:]))
             rows.append(dict(name=name, type="Flatten (view)", output_shape=shape, params=0, mult_adds=0))
             continue

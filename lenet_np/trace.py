@@ -8,7 +8,7 @@ down (each sigmoid multiplies it by y(1 - y) <= 1/4): the trace shows by how muc
 
 ``trace(net, x, y)`` walks the layers itself, as ``LeNet.forward`` and ``LeNet.backward``
 do in training mode (``LeNet.named_layers``: conv.0 ... the flatten reshape ... fc.4 for the
-seed's network, net.0 ... net.N for the d2l and batchnorm variants, then the same in
+seed variant's network, net.0 ... net.N for the d2l and batchnorm variants, then the same in
 reverse), and returns one record (a dict) per step, so the numbers can be used in code.
 The network runs in the mode it is in (a fresh or loaded one trains: BatchNorm uses the
 batch's statistics).
@@ -76,7 +76,7 @@ def load_network(path=None, activation=None, pool=None, seed=0, variant=None) ->
     """(net, description): a LeNet with the checkpoint's weights, or a fresh one.
 
     The checkpoint's settings choose the variant, the activation and the pooling (a
-    checkpoint without a variant holds the seed's network); passing a different ``variant``,
+    checkpoint without a variant holds the seed variant's network); passing a different ``variant``,
     ``activation`` or ``pool`` raises ToolError (the weights belong to that network).
     """
     if path is None:
@@ -162,7 +162,7 @@ def _grad(g) -> dict:
 
 def named_layers(net):
     """(name, layer) of a LeNet (any variant) in the book's forward order, named as in
-    ``state_dict``; the layer None stands for the seed's flatten reshape."""
+    ``state_dict``; the layer None stands for the book's flatten reshape."""
     return net.named_layers()
 
 
@@ -185,7 +185,7 @@ def trace(net: LeNet, x, y, loss_fn=None) -> list[dict]:
     for name, layer in named_layers(net):
         if layer is None:
             shape_before_flatten = out.shape
-            out = out.reshape(out.shape[0], -1)                 # the seed's feature.view(N, -1)
+            out = out.reshape(out.shape[0], -1)                 # the book's feature.view(N, -1)
             records.append(dict(phase="forward", name=name, type="reshape", **_stats(out)))
             continue
         out = layer(out)

@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_settings(args, saved=None) -> None:
     """Fill unset settings from the checkpoint being resumed (``saved``) or the variant's
-    defaults (``defaults_for``). A checkpoint without a variant holds the seed's network.
+    defaults (``defaults_for``). A checkpoint without a variant holds the seed variant's network.
     A setting that cannot change in mid-run (the architecture, the optimizer) must match."""
     if saved is not None:
         saved = dict(saved)

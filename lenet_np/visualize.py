@@ -120,7 +120,7 @@ def conv_layers(net) -> list[tuple[str, Conv2d]]:
 
 def _walk(net, x):
     """Yield (name, type, output) for every layer, in the book's order, in evaluation mode.
-    A Linear that meets a 4-D input first gets the flatten reshape (the seed's
+    A Linear that meets a 4-D input first gets the flatten reshape (the book's
     ``feature.view(N, -1)``), yielded as ("flatten", "reshape", ...)."""
     was_training = net.training
     net.eval()

@@ -29,7 +29,7 @@ from .. import backend
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
-    """floor((n - k + 2p + s) / s), the seed's formula with p per side."""
+    """floor((n - k + 2p + s) / s), the book's formula with p per side."""
     return (size + 2 * padding - kernel) // stride + 1
 
 

@@ -47,5 +47,20 @@ def tie_free(rng, shape, low=-1.0, high=1.0, dtype=np.float64):
     return rng.permutation(values).reshape(shape).astype(dtype)
 
 
+def hide_data(monkeypatch, tmp_path):
+    """No Fashion-MNIST anywhere on the search path (as on a fresh machine)."""
+    from lenet_np import data
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for var in ("XDG_CACHE_HOME", data.DATA_ENV):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(data, "SYSTEM_DATA_DIR", tmp_path / "no-system-data")
+
+
+@pytest.fixture
+def no_data(monkeypatch, tmp_path):
+    """Without --data-dir the tools find no data set (random images), as on a fresh machine."""
+    hide_data(monkeypatch, tmp_path)
+
+
 def to_np(a):
     return backend.as_numpy(a)

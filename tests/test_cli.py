@@ -21,7 +21,6 @@ from hypothesis import strategies as st
 
 import lenet_np
 from lenet_np import checkpoint, cli, data, evaluate, exercises, summary, trace, train, visualize
-from tests.test_tools import hide_data
 from tests.test_train import make_dataset
 
 gradcheck = __import__("sys").modules["lenet_np.gradcheck"]
@@ -51,12 +50,6 @@ def world(tmp_path_factory):
     w["bad_csv"].write_text("a,b\n1,2\n")
     assert w["steps"].exists()                     # train writes the per-step file beside --metrics
     return {k: str(v) for k, v in w.items()}
-
-
-@pytest.fixture
-def no_data(monkeypatch, tmp_path):
-    """Without --data-dir the tools find no data set (random images), as on a fresh machine."""
-    hide_data(monkeypatch, tmp_path)
 
 
 def leftovers(directory: Path) -> list[str]:

@@ -5,7 +5,6 @@ and, for the pictures, on a tiny self-made data set (or none at all)."""
 
 from __future__ import annotations
 
-import struct
 import sys
 
 import numpy as np
@@ -19,7 +18,6 @@ from lenet_np import trace as trace_mod
 
 gc = sys.modules["lenet_np.gradcheck"]
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 HISTORY = [
     {"epoch": 1, "loss": 1.8, "train_acc": 0.33, "test_acc": 0.58, "time_sec": 10.0, "examples_per_sec": 6000.0},
     {"epoch": 2, "loss": 0.95, "train_acc": 0.63, "test_acc": 0.69, "time_sec": 10.0, "examples_per_sec": 6000.0},
@@ -28,23 +26,9 @@ HISTORY = [
 
 def save_checkpoint(path, activation="sigmoid", pool="max", seed=0, history=HISTORY):
     net = LeNet(activation=activation, pool=pool, seed=seed)
-    checkpoint.save(path, net, None, {"epoch": len(history), "settings": {"activation": activation, "pool": pool},
-                                      "history": history})
+    checkpoint.save(path, net, None, {"epoch": len(history), "settings": {"activation": activation, "pool": pool,
+                                                                           "seed": seed}, "history": history})
     return net
-
-
-def hide_data(monkeypatch, tmp_path):
-    """No Fashion-MNIST anywhere on the search path (as on a fresh machine)."""
-    from lenet_np import data
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    for var in ("XDG_CACHE_HOME", data.DATA_ENV):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(data, "SYSTEM_DATA_DIR", tmp_path / "no-system-data")
-
-
-@pytest.fixture
-def no_data(monkeypatch, tmp_path):
-    hide_data(monkeypatch, tmp_path)
 
 
 def exit_status(main, argv):
@@ -53,14 +37,6 @@ def exit_status(main, argv):
         return main(argv)
     except SystemExit as exc:
         return exc.code
-
-
-def png_size(path):
-    """(width, height) of a PNG file, after checking its signature and header chunk."""
-    data = path.read_bytes()
-    assert data[:8] == PNG_SIGNATURE, f"{path} is not a PNG"
-    assert data[12:16] == b"IHDR"
-    return struct.unpack(">II", data[16:24])
 
 
 # -- summary ----------------------------------------------------------------------------------

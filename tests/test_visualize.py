@@ -17,30 +17,12 @@ import pytest
 from lenet_np import LeNet, checkpoint, train, visualize
 from lenet_np.nn import CrossEntropyLoss
 from lenet_np.trace import CLASS_NAMES, ToolError, load_test_set
-from tests.test_tools import hide_data, write_fake_fashion_mnist
+from tests.test_tools import HISTORY, exit_status, save_checkpoint, write_fake_fashion_mnist
 from tests.test_train import make_dataset
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PICTURES = ("activations_compare.png", "curves.png", "feature_maps.png", "filters.png", "filters_change.png",
             "gradient_norms.png", "mistakes.png", "saliency.png")
-HISTORY = [
-    {"epoch": 1, "loss": 1.8, "train_acc": 0.33, "test_acc": 0.58, "time_sec": 10.0, "examples_per_sec": 6000.0},
-    {"epoch": 2, "loss": 0.95, "train_acc": 0.63, "test_acc": 0.69, "time_sec": 10.0, "examples_per_sec": 6000.0},
-]
-
-
-@pytest.fixture
-def no_data(monkeypatch, tmp_path):
-    hide_data(monkeypatch, tmp_path)
-
-
-def exit_status(main, argv):
-    try:
-        return main(argv)
-    except SystemExit as exc:
-        return exc.code
-
-
 def png_size(path):
     """(width, height) of a PNG file, after checking its signature and header chunk."""
     data = path.read_bytes()
@@ -360,13 +342,6 @@ def test_plots_alone(tmp_path):
 
 
 # -- the older tests of the command, moved here ----------------------------------------------------
-def save_checkpoint(path, activation="sigmoid", pool="max", seed=0, history=HISTORY):
-    net = LeNet(activation=activation, pool=pool, seed=seed)
-    checkpoint.save(path, net, None, {"epoch": len(history), "settings": {"activation": activation, "pool": pool,
-                                                                           "seed": seed}, "history": history})
-    return net
-
-
 def test_visualize_reads_metrics_csv_and_json(tmp_path):
     as_json = tmp_path / "m.json"
     as_json.write_text(json.dumps(HISTORY))

@@ -53,6 +53,26 @@ def _scalar_loss(module, x, r, loss_fn=None, labels=None):
     return float(xp.sum(y * r))
 
 
+def numeric_gradient(arr, loss, eps, idx=None, name="array"):
+    """Central differences (loss() at arr[i] + eps, minus at arr[i] - eps) / (2 eps) for the
+    flat indices ``idx`` of ``arr`` (every element when None), as a float64 NumPy array.
+    Each element is nudged in place through a flat view and put back."""
+    flat = arr.reshape(-1)
+    if not backend.get_array_module(flat).shares_memory(flat, arr):
+        raise RuntimeError(f"gradcheck: {name!r} is not contiguous")
+    idx = range(arr.size) if idx is None else idx
+    numeric = np.empty(len(idx))
+    for k, i in enumerate(idx):
+        old = flat[i].item()
+        flat[i] = old + eps
+        plus = loss()
+        flat[i] = old - eps
+        minus = loss()
+        flat[i] = old
+        numeric[k] = (plus - minus) / (2 * eps)
+    return numeric
+
+
 def rel_error(analytic, numeric) -> float:
     """Normwise relative error: max|a - n| / max(max|a|, max|n|); 0 when both are 0."""
     a = np.asarray(backend.as_numpy(analytic), dtype=np.float64).ravel()
@@ -114,19 +134,7 @@ def gradcheck(module, x, eps=1e-6, max_elements=None, seed=0, input_grad=True,
             idx = np.arange(size)
             if max_elements is not None and size > max_elements:
                 idx = np.sort(rng.choice(size, max_elements, replace=False))
-            numeric = np.empty(len(idx))
-            # index the array in place through a flat view (arrays here are contiguous copies)
-            flat = arr.reshape(-1)
-            if not backend.get_array_module(flat).shares_memory(flat, arr):
-                raise RuntimeError(f"gradcheck: {name!r} is not contiguous")
-            for k, i in enumerate(idx):
-                old = flat[i].item()
-                flat[i] = old + eps
-                plus = loss()
-                flat[i] = old - eps
-                minus = loss()
-                flat[i] = old
-                numeric[k] = (plus - minus) / (2 * eps)
+            numeric = numeric_gradient(arr, loss, eps, idx, name)    # arrays here are contiguous copies
             analytic = flat_grad[idx]
             err = rel_error(analytic, numeric)
             results[name] = (err, analytic, numeric) if return_details else err

@@ -36,9 +36,14 @@ def test_contenders_train_the_same_network_on_the_same_batches(data):
         assert losses[name] == pytest.approx(losses["fast"], rel=1e-4), (name, losses)
     accs = {name: r.evaluate(limit=1) for name, r in runners.items()}
     assert len({seen for _, seen in accs.values()}) == 1
-    for name in ("reference", "one-thread"):     # the same weights after the same steps
+    # The same weights after the same steps, up to float32 rounding as Adam scales it: its
+    # step is about lr * g / |g| for every element, so where an element's gradient is near 0
+    # (many are in conv.0), rounding differences between the paths' sums (each as close to
+    # float64 as the other) move it by a visible part of lr = 1e-3. A wrong gradient moves
+    # weights by a whole lr per step.
+    for name in ("reference", "one-thread"):
         for p, q in zip(runners[name].net.parameters(), runners["fast"].net.parameters()):
-            np.testing.assert_allclose(p.data, q.data, rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(p.data, q.data, rtol=1e-4, atol=5e-5)
 
 
 def test_end_to_end_reports_every_contender(data):

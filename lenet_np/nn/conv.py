@@ -33,13 +33,14 @@ CuPy, and the tests check each against the reference:
   one kernel row at a time (``conv_transpose_wide``). Elementwise layers and pooling on
   the CPU keep the (C, N, H, W) layout, and the next convolution reads its windows
   straight from it.
-* ``"band"`` (one input channel, stride 1): one product of the images' row bands with a
-  banded weight matrix (im2col.py), whose output is an (N, O, OH, OW) view of (N, OH, O, OW)
-  memory. LeNet's first layer.
+* ``"band"`` (stride 1): one product of the images' row bands with a banded weight
+  matrix (im2col.py), whose output is an (N, O, OH, OW) view of (N, OH, O, OW) memory.
+  LeNet's convolutions.
 
 ``"auto"`` (the default; ``"fast"`` is the same) picks per backend: on the CPU, ``band``
-where it applies (narrow images), else ``wide`` for stride 1, else ``strided``; on a GPU,
-where every small call is a kernel launch, ``strided``: one copy and one product.
+where it pays (narrow images, few output channels: ``_use_band``), else ``wide`` for stride
+1, else ``strided``; on a GPU, where every small call is a kernel launch, ``strided``: one
+copy and one product.
 """
 
 from __future__ import annotations
@@ -133,8 +134,6 @@ class Conv2d(Module):
         impl = check_impl("Conv2d", impl)
         if impl in ("wide", "band") and self.stride != (1, 1):
             raise ValueError(f"Conv2d: impl={impl!r} needs stride 1, got stride={self.stride}")
-        if impl == "band" and self.in_channels != 1:
-            raise ValueError(f"Conv2d: impl='band' needs one input channel, got in_channels={self.in_channels}")
         self._impl = impl
 
     def extra_repr(self):
@@ -188,11 +187,20 @@ class Conv2d(Module):
         return "wide" if self.stride == (1, 1) else "strided"
 
     def _use_band(self, x_shape):
-        """The band form (im2col.py) for one input channel, stride 1 and narrow images, where
-        its WP/KW extra multiply-adds cost less than im2col's KH*KW copies (measured on
-        LeNet's 28x28 input: 2.2 against 3.3 ms a forward at batch 128)."""
-        return (self.in_channels == 1 and self.stride == (1, 1)
-                and x_shape[3] + 2 * self.padding[1] <= 32)
+        """The band form (im2col.py) for stride 1 where its WP/KW times the multiply-adds cost
+        less than im2col's KH*KW copies and its thin product (O rows). Measured at batch 128,
+        one thread, forward and both gradients, band against wide:
+        one input channel: faster up to a padded width of 36 (LeNet's 28x28 input: 1.2x);
+        6 -> 16 channels, 5x5: 1.2x at width 12 (LeNet's conv.3), 1.3x at 14 and 16, 0.9x at 24;
+        16 -> 32 channels, 5x5: 1.2x at width 12, 0.95x at 16; 32 -> 64 channels, 3x3: 0.75x
+        even at width 8. Hence: one input channel and a padded width up to 32, or at most 32
+        output channels and a padded width up to 3 kernel widths."""
+        if self.stride != (1, 1):
+            return False
+        wp, kw = x_shape[3] + 2 * self.padding[1], self.kernel_size[1]
+        if self.in_channels == 1:
+            return wp <= 32
+        return self.out_channels <= 32 and wp <= 3 * kw
 
     # -- reference: 6-D columns and tensordot -------------------------------------------
     def _forward_reference(self, x):
@@ -218,17 +226,17 @@ class Conv2d(Module):
         dcols = dcols.transpose(3, 0, 1, 2, 4, 5)                   # (N, C, KH, KW, OH, OW)
         return col2im(dcols, x_shape, sh, sw, ph, pw)
 
-    # -- band: one input channel, one well-shaped product (im2col.py, "band" form) --------
+    # -- band: stride 1, one well-shaped product (im2col.py, "band" form) -----------------
     def _forward_band(self, x):
         xp = backend.get_array_module(x)
-        n, _, h, w = x.shape
+        n, c, h, w = x.shape
         (kh, kw), (ph, pw) = self.kernel_size, self.padding
         o = self.out_channels
         oh, ow, wp = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1, w + 2 * pw
-        band = image_bands(pad2d(x[:, 0], ph, pw), kh)                # (N*OH, KH*WP)
-        rows, cols = band_index(xp, kh, kw, wp, ow, o)               # cached per shape
-        t = xp.zeros((kh * wp, o * ow), dtype=x.dtype)                # the banded weights
-        t[rows, cols] = self.weight.data[:, 0, :, :, None]
+        band = image_bands(pad2d(x, ph, pw), kh)                      # (N*OH, KH*C*WP)
+        rows, cols = band_index(xp, c, kh, kw, wp, ow, o)            # cached per shape
+        t = xp.zeros((kh * c * wp, o * ow), dtype=x.dtype)            # the banded weights
+        t[rows, cols] = self.weight.data[..., None]
         y = band @ t                                                  # (N*OH, O*OW)
         if self.bias is not None:
             y += xp.repeat(self.bias.data, ow)
@@ -238,22 +246,22 @@ class Conv2d(Module):
     def _backward_band(self, grad_out, input_grad):
         xp = backend.get_array_module(grad_out)
         x_shape, band, t, (rows, cols) = self._cache
-        n, _, h, w = x_shape
+        n, c, h, w = x_shape
         kh, (ph, pw) = self.kernel_size[0], self.padding
         _, o, oh, ow = grad_out.shape
         wp = w + 2 * pw
         g = xp.ascontiguousarray(grad_out.transpose(0, 2, 1, 3)).reshape(n * oh, o * ow)
-        dt = band.T @ g                                               # dL/dT (KH*WP, O*OW)
-        self.weight.accumulate(dt[rows, cols].sum(axis=-1)[:, None])  # W's entries of T, summed
+        dt = band.T @ g                                               # dL/dT (KH*C*WP, O*OW)
+        self.weight.accumulate(dt[rows, cols].sum(axis=-1))           # W's entries of T, summed
         if self.bias is not None:
             self.bias.accumulate(g.sum(axis=0).reshape(o, ow).sum(axis=1))
         if not input_grad:
             return None
-        dband = (g @ t.T).reshape(n, oh, kh, wp)                      # dL/dband
-        dx = xp.zeros((n, h + 2 * ph, wp), dtype=grad_out.dtype)
-        for i in range(kh):                                           # each band row i back
-            dx[:, i:i + oh] += dband[:, :, i]                         # to the image row it read
-        return dx[:, None, ph:ph + h, pw:pw + w]
+        dband = (g @ t.T).reshape(n, oh, kh, c, wp)                   # dL/dband
+        dx = xp.zeros((n, h + 2 * ph, c, wp), dtype=grad_out.dtype)   # (N, HP, C, WP) memory
+        for i in range(kh):                                           # kernel row i of each band
+            dx[:, i:i + oh] += dband[:, :, i]                         # back to the row it read
+        return dx[:, ph:ph + h, :, pw:pw + w].transpose(0, 2, 1, 3)   # view (N, C, H, W)
 
     # -- strided and wide: one matrix product in (O, N, OH, OW) memory order ----------------
     def _forward_columns(self, x, wide):

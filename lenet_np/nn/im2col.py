@@ -151,35 +151,40 @@ def conv_transpose_wide(weight, g, x_shape_cnhw, ph: int = 0, pw: int = 0):
     return flat[:, :, :hp * wp].reshape(c, n, hp, wp)[:, :, ph:ph + h, pw:pw + w]
 
 
-# -- the "band" form for one input channel (the first layer of an image network) ---------
+# -- the "band" form for narrow images (LeNet's convolutions) -------------------------------
 #
-# With one input channel and stride 1, output row r of every output channel reads input
-# rows r .. r+KH-1, which lie next to each other in memory: one contiguous run of KH*WP
-# pixels. So the whole convolution is ONE well-shaped matrix product
+# With stride 1, output row r of every output channel reads input rows r .. r+KH-1 of every
+# input channel, and those KH rows lie next to each other in memory: one contiguous run of
+# KH*WP pixels per channel. So the whole convolution is ONE well-shaped matrix product
 #
-#     Y[(n, r), (o, ow)] = sum_{i, w} band[(n, r), (i, w)] * T[(i, w), (o, ow)]
-#     band (N*OH, KH*WP): rows of the padded images;  T (KH*WP, O*OW): the weights, banded
-#     T[i*WP + ow + j, o*OW + ow] = W[o, 0, i, j], zero elsewhere
+#     Y[(n, r), (o, ow)] = sum_{i, c, w} band[(n, r), (i, c, w)] * T[(i, c, w), (o, ow)]
+#     band (N*OH, KH*C*WP): for each output row, image row r+i of every channel, i = 0..KH-1
+#     T (KH*C*WP, O*OW): the weights, banded
+#     T[i*C*WP + c*WP + ow + j, o*OW + ow] = W[o, c, i, j], zero elsewhere
+#
+# The columns run (i, c, w), kernel row outermost, so that the backward adds dL/dband back
+# to the images one kernel row at a time in runs of C*WP values.
 #
 # It does WP/KW times the multiply-adds of im2col, but copies KW times fewer values and
-# gives BLAS a product with two dimensions over a hundred instead of 6 x 25 x (N*OH*WP).
+# gives BLAS a product with two large dimensions instead of O x C*KH*KW x (N*OH*WP), whose
+# O (6 or 16 in LeNet) is too small for BLAS to get near its peak.
 
 @functools.lru_cache(maxsize=32)
-def band_index(xp, kh: int, kw: int, wp: int, ow: int, o: int):
-    """(rows, cols) of T where W[o, 0, i, j] goes for each ow, each of shape (O, KH, KW, OW).
+def band_index(xp, c: int, kh: int, kw: int, wp: int, ow: int, o: int):
+    """(rows, cols) of T where W[o, c, i, j] goes for each ow, each of shape (O, C, KH, KW, OW).
 
     They depend only on the shapes, so they are built once per shape and device (cached);
     callers only read them."""
-    oo, ii, jj, ww = xp.indices((o, kh, kw, ow))
-    return ii * wp + ww + jj, oo * ow + ww
+    oo, cc, ii, jj, ww = xp.indices((o, c, kh, kw, ow))
+    return ii * (c * wp) + cc * wp + ww + jj, oo * ow + ww
 
 
 def image_bands(x_pad, kh: int):
-    """(N, HP, WP) padded images -> band (N*OH, KH*WP): KH consecutive rows per output row."""
+    """(N, C, HP, WP) padded images -> band (N*OH, KH*C*WP): for each output row r, image
+    rows r .. r+KH-1 of every channel, row i of all channels before row i+1 (one strided copy)."""
     xp = backend.get_array_module(x_pad)
-    x_pad = xp.ascontiguousarray(x_pad)
-    n, hp, wp = x_pad.shape
+    n, c, hp, wp = x_pad.shape
     oh = hp - kh + 1
-    s_n, s_h, s_w = x_pad.strides
-    view = backend.sliding_windows(x_pad, (n, oh, kh * wp), (s_n, s_h, s_w))
-    return xp.ascontiguousarray(view).reshape(n * oh, kh * wp)
+    s_n, s_c, s_h, s_w = x_pad.strides
+    view = backend.sliding_windows(x_pad, (n, oh, kh, c, wp), (s_n, s_h, s_h, s_c, s_w))
+    return xp.ascontiguousarray(view).reshape(n * oh, kh * c * wp)

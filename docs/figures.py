@@ -249,7 +249,10 @@ def fig_pooling():
 
 def lenet_calls(net, batch, train=True):
     """Run one forward (and in training one backward) of net and record every layer call in order:
-    (phase, name, type, input shape, output shape, input_grad)."""
+    (phase, name, type, input shape, output shape, input_grad, joint). A pooling's
+    ``backward_through`` that takes an activation's backward along is recorded as two backward
+    calls, the pooling's and the activation's, each with the other's name as ``joint``
+    (None for every other call)."""
     calls, wrapped = [], []
     names = {id(m): name for name, m in net.named_modules() if name and not isinstance(m, nn.Sequential)}
 
@@ -258,15 +261,24 @@ def lenet_calls(net, batch, train=True):
 
         def forward(x, *a, **kw):
             y = fwd(x, *a, **kw)
-            calls.append(("forward", name, type(module).__name__, x.shape, y.shape, True))
+            calls.append(("forward", name, type(module).__name__, x.shape, y.shape, True, None))
             return y
 
         def backward(*a, **kw):
             dx = bwd(*a, **kw)
             calls.append(("backward", name, type(module).__name__, np.shape(a[0]) if a else (),
-                          None if dx is None else dx.shape, kw.get("input_grad", True)))
+                          None if dx is None else dx.shape, kw.get("input_grad", True), None))
             return dx
         module.forward, module.backward = forward, backward
+        through = getattr(module, "backward_through", None)
+        if through is not None:
+            def backward_through(prev, g):
+                dx = through(prev, g)
+                if dx is not None:
+                    calls.append(("backward", name, type(module).__name__, g.shape, None, True, names[id(prev)]))
+                    calls.append(("backward", names[id(prev)], type(prev).__name__, None, dx.shape, True, name))
+                return dx
+            module.backward_through = backward_through
         wrapped.append(module)
 
     for _, m in net.named_modules():
@@ -284,6 +296,7 @@ def lenet_calls(net, batch, train=True):
     finally:
         for m in wrapped:                        # drop the instance attributes again
             del m.__dict__["forward"], m.__dict__["backward"]
+            m.__dict__.pop("backward_through", None)
         net.train()
     return calls
 
@@ -294,7 +307,7 @@ def fig_lenet_shapes():
     net.pool_first = False                           # the seed's order also in this forward-only run
     calls = [c for c in lenet_calls(net, 256, train=False) if c[1] != "loss"]
     rows = [("input", "image batch", calls[0][3])]
-    for _, name, kind, shape_in, shape_out, _ in calls:
+    for _, name, kind, shape_in, shape_out, _, _ in calls:
         if len(rows[-1][2]) == 4 and len(shape_in) == 2:
             rows.append(("flatten", "reshape(N, -1)", shape_in))
         rows.append((name, kind, shape_out))
@@ -341,9 +354,9 @@ def fig_call_chain():
     f_nodes = [("x", "input")] + nodes(fwd)
     e_nodes = [("x", "input")] + nodes(evals)
     n = len(f_nodes)
-    fig, ax = plt.subplots(figsize=(14, 5.0))
+    fig, ax = plt.subplots(figsize=(14, 5.3))
     ax.set_xlim(-0.7, n - 0.3)
-    ax.set_ylim(-3.0, 1.0)
+    ax.set_ylim(-3.2, 1.0)
     ax.axis("off")
     col = {"Conv2d": PALE[0], "Sigmoid": PALE[2], "ReLU": PALE[2], "MaxPool2d": PALE[1], "AvgPool2d": PALE[1],
            "Linear": PALE[4], "CrossEntropyLoss": PALE[3], "reshape": "#eeeeee", "input": "white"}
@@ -372,11 +385,23 @@ def fig_call_chain():
             fontsize=10, va="center")
     ax.text(0.5, -0.85, "conv.0.backward(g, input_grad=False) in training: no dL/dx (dashed)", fontsize=9,
             color=COLORS[3], ha="left", va="center")
-    order = [c[1] for c in bwd]
-    ax.text(-0.65, -1.25, "recorded backward calls:  " + " \u2190 ".join(reversed(order)), fontsize=8.5,
+    order, i = [], 0
+    while i < len(bwd):                           # a joint step shows as "conv.2+conv.1"
+        if bwd[i][6] is not None:
+            order.append(f"{bwd[i][1]}+{bwd[i + 1][1]}")
+            i += 2
+        else:
+            order.append(bwd[i][1])
+            i += 1
+    joint = [o for o in order if "+" in o]
+    assert joint == ["conv.5+conv.4", "conv.2+conv.1"]
+    ax.text(-0.65, -1.2, "recorded backward calls:  " + " \u2190 ".join(reversed(order)), fontsize=8.5,
             va="center", color=COLORS[3])
+    ax.text(-0.65, -1.48, "a+b: the max pool's backward_through takes the sigmoid's backward along in one step "
+            "(the sigmoid's derivative on the pooled outputs, then the routing)", fontsize=8.5, va="center",
+            color=COLORS[3])
 
-    y2 = -2.25
+    y2 = -2.5
     for i, (name, kind) in enumerate(e_nodes):
         swapped = i < len(f_nodes) and f_nodes[i][0] != name
         box(i, y2, name, kind, edge=COLORS[3] if swapped else "#444444")

@@ -44,7 +44,7 @@ import numpy as np
 from .nn import AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, Sigmoid
 from .nn.checks import check_input
 from .nn.init import make_rng
-from .nn.module import Module
+from .nn.module import Module, chain_backward
 
 ACTIVATIONS = {"sigmoid": Sigmoid, "relu": ReLU}
 POOLS = {"max": MaxPool2d, "avg": AvgPool2d}
@@ -238,15 +238,14 @@ class LeNet(Module):
 
     def backward(self, grad_out, input_grad=True):
         """dL/dlogits (N, 10) -> dL/dimg (N, 1, 28, 28), or None with input_grad=False
-        (training does not need the image gradient, so the first conv skips it)."""
+        (training does not need the image gradient, so the first conv skips it). The layers
+        go back in reverse order of the forward; each (activation, max pooling) pair of the
+        training order goes back in one step (``MaxPool2d.backward_through``), with the
+        same result."""
         if self._cache is None:
             raise RuntimeError("LeNet: backward called before forward")
         feature_shape, order = self._cache
-        grad = grad_out
-        first, *rest = order
-        for layer in reversed(rest):
-            grad = grad.reshape(feature_shape) if layer is None else layer.backward(grad)
-        return first.backward(grad, input_grad=input_grad)
+        return chain_backward(order, grad_out, input_grad, reshape_to=feature_shape)
 
     def extra_repr(self):
         return ""

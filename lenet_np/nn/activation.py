@@ -1,11 +1,14 @@
 """Elementwise activations: Sigmoid and ReLU. Shapes: y and x alike, any shape.
 
 Sigmoid
-    forward   y = 1 / (1 + exp(-x)), torch's formula, with -x clipped at the
-              largest argument whose exp is finite (88 in float32, 709 in float64):
-              below that clip sigmoid(x) < 1e-38 and the clipped result is the
-              same tiny number, so nothing overflows and nothing warns.
+    forward   y = 1 / (1 + exp(-x)), torch's formula. For x below about -88.7 in float32
+              (-709.8 in float64) exp(-x) overflows to inf, silently, and y = 1/inf = 0:
+              torch's value there too.
     backward  dL/dx = dL/dy * y * (1 - y)       (only y is cached)
+
+Both derivatives are functions of the output y, so ``grad_from_output(dL/dy, y)`` gives
+dL/dx from y alone: a max pooling that follows uses it on its outputs, which are the
+activation's values at the winning pixels (pooling.py, ``backward_through``).
 
 ReLU
     forward   y = max(x, 0)
@@ -20,18 +23,16 @@ from .. import backend
 from .checks import check_grad, check_input
 from .module import Module
 
-EXP_LIMIT = {np.dtype(np.float32): 88.0, np.dtype(np.float64): 709.0}
-
 
 def sigmoid(x):
-    """Numerically stable logistic function, same dtype and memory order as x.
+    """The logistic function, same dtype and memory order as x, without a warning.
 
-    Written as in-place passes over one new array: each pass streams through
+    Written as four in-place passes over one new array: each pass streams through
     memory once and nothing else is allocated."""
     xp = backend.get_array_module(x)
     y = xp.negative(x)
-    xp.minimum(y, EXP_LIMIT[y.dtype], out=y)   # exp(88) < float32 max: never inf
-    xp.exp(y, out=y)
+    with np.errstate(over="ignore"):           # exp(-x) = inf for x < -88.7: y = 1/inf = 0
+        xp.exp(y, out=y)
     y += 1
     xp.reciprocal(y, out=y)
     return y
@@ -51,7 +52,12 @@ class Sigmoid(Module):
         check_grad(self, grad_out, y.shape)
         if not input_grad:
             return None
-        dx = 1 - y          # dL/dx = dL/dy * y * (1 - y), in place on one new array
+        return self.grad_from_output(grad_out, y)
+
+    @staticmethod
+    def grad_from_output(grad_out, y):
+        """dL/dx = dL/dy * y * (1 - y), in place on one new array."""
+        dx = 1 - y
         dx *= y
         dx *= grad_out
         return dx
@@ -71,3 +77,8 @@ class ReLU(Module):
         if not input_grad:
             return None
         return grad_out * self._cache
+
+    @staticmethod
+    def grad_from_output(grad_out, y):
+        """dL/dx = dL/dy * [y > 0]: y = max(x, 0) > 0 exactly where x > 0."""
+        return grad_out * (y > 0)

@@ -341,9 +341,34 @@ class Sequential(Module):
         return x
 
     def backward(self, grad_out, input_grad=True):
-        layers = list(self)
-        for m in reversed(layers[1:]):
-            grad_out = m.backward(grad_out)
-        if not layers:
-            return grad_out if input_grad else None
-        return layers[0].backward(grad_out, input_grad=input_grad)
+        return chain_backward(list(self), grad_out, input_grad)
+
+
+def chain_backward(layers, grad_out, input_grad=True, reshape_to=None):
+    """Backward through ``layers``, which forward ran in this order: last to first.
+
+    A None entry stands for a reshape (LeNet's flatten): the gradient is reshaped back to
+    ``reshape_to``. A layer may offer ``backward_through(prev, grad)``, the backward of the
+    layer before it and its own in one step (a max pooling after an activation: see
+    pooling.py); where it returns an array, ``prev.backward`` is skipped; where it returns
+    None, the two run one after the other as usual. The result is the same either way."""
+    grad = grad_out
+    i = len(layers) - 1
+    while i > 0:
+        layer = layers[i]
+        if layer is None:
+            grad = grad.reshape(reshape_to)
+            i -= 1
+            continue
+        through = getattr(layer, "backward_through", None)
+        if i > 1 and layers[i - 1] is not None and through is not None:
+            fused = through(layers[i - 1], grad)
+            if fused is not None:
+                grad = fused
+                i -= 2
+                continue
+        grad = layer.backward(grad)
+        i -= 1
+    if not layers:
+        return grad if input_grad else None
+    return layers[0].backward(grad, input_grad=input_grad)

@@ -29,7 +29,14 @@ Two implementations of max pooling, both general, both on NumPy and CuPy:
   slice of each offset where that offset won. No (.., KH*KW) copy, no scatter: the
   choice on the CPU, where each pass stays in the cache.
   In eval mode the forward keeps only the maximum (one ufunc per offset, not four) and the
-  winners are found from the kept input if a backward comes after all.
+  winners are found from the kept input if a backward comes after all. The input gradient
+  is laid out in memory as the input was, so the layer before reads it without a copy.
+
+After an activation (training order: activation, then pooling), the backward of the two
+can run as one step, ``backward_through``: each window's gradient goes to its winner only,
+and the activation's value there is the window's output p, so its derivative (Sigmoid's
+p * (1 - p), ReLU's [p > 0]) is applied to the N*C*OH*OW outputs before routing instead of
+to KH*KW times as many pixels after it. Sequential and LeNet use it where it applies.
 
 ``impl="auto"`` (the default; ``"fast"`` is the same) picks ``offsets`` on the CPU and
 ``reference`` on a GPU.
@@ -59,6 +66,9 @@ class _OffsetsCache(NamedTuple):
     x_shape: tuple
     arg: object           # (N, C, OH, OW) winners, or None after an eval-mode forward ...
     x_pad: object         # ... which keeps the padded input instead, to route if asked
+    order: tuple          # the input's axes from the largest stride to the smallest
+    y: object             # the output (training mode), for backward_through
+    nan: bool             # the output holds a NaN (training mode, CPU), or None if not known
 
 
 class _Pool2d(Module):
@@ -184,14 +194,15 @@ class MaxPool2d(_Pool2d):
             y = x_pad[offsets[0][1]].copy(order="K")
             for _, sl in offsets[1:]:
                 xp.maximum(y, x_pad[sl], out=y)
-            self._cache = _OffsetsCache(x.shape, None, x_pad)
+            self._cache = _OffsetsCache(x.shape, None, x_pad, memory_order(x), None, None)
             return y
-        y, arg = self._max_and_arg(x_pad, offsets)
-        self._cache = _OffsetsCache(x.shape, arg, None)
+        y, arg, nan = self._max_and_arg(x_pad, offsets)
+        self._cache = _OffsetsCache(x.shape, arg, None, memory_order(x), y, nan)
         return y
 
     def _max_and_arg(self, x_pad, offsets):
-        """The running maximum over the kernel offsets and the offset that first reached it."""
+        """The running maximum over the kernel offsets, the offset that first reached it, and
+        whether the maximum holds a NaN (None on a GPU, where reading that back would wait)."""
         xp = backend.get_array_module(x_pad)
         kh, kw = self.kernel_size
         gpu = backend.on_gpu(xp)
@@ -210,7 +221,8 @@ class MaxPool2d(_Pool2d):
             xp.maximum(arg, won, out=arg)
         # On the CPU, where reading a flag back is free, torch's NaN rule runs only for the
         # rare output that holds a NaN: replay the winners with (c > best) | isnan(c).
-        if not gpu and xp.isnan(y).any():
+        nan = None if gpu else bool(xp.isnan(y).any())
+        if nan:
             best = x_pad[offsets[0][1]].copy(order="K")
             arg[...] = 0
             for k, sl in offsets[1:]:
@@ -221,22 +233,27 @@ class MaxPool2d(_Pool2d):
         if self.padding != (0, 0):           # a window of -inf: its first real pixel, as torch
             oh, ow = y.shape[-2:]
             xp.copyto(arg, self._first_real(xp, oh, ow).astype(arg.dtype), where=y == -np.inf)
-        return y, arg
+        return y, arg, nan
 
     def _backward_offsets(self, grad_out):
         xp = backend.get_array_module(grad_out)
-        x_shape, arg, x_pad = self._cache
+        c = self._cache
+        if c.arg is None:                        # forward ran in eval mode: route now
+            _, arg, _ = self._max_and_arg(c.x_pad, list(self._offsets(*grad_out.shape[-2:])))
+            self._cache = c = c._replace(arg=arg, x_pad=None)
+        return self._route(xp, grad_out)
+
+    def _route(self, xp, grad_out):
+        """dL/dx: each window's gradient added onto its winner, one kernel offset at a time."""
+        x_shape, arg, order = self._cache.x_shape, self._cache.arg, self._cache.order
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         n, c, h, w = x_shape
         oh, ow = grad_out.shape[-2:]
-        if arg is None:                          # forward ran in eval mode: route now
-            _, arg = self._max_and_arg(x_pad, list(self._offsets(oh, ow)))
-            self._cache = _OffsetsCache(x_shape, arg, None)
         overlap = sh < kh or sw < kw
-        # (C, N, H, W) memory order, returned as an (N, C, H, W) view: matches the conv layout
-        alloc = xp.zeros if (overlap or sh > kh or sw > kw or ph or pw
-                             or (h + 2 * ph) != oh * sh or (w + 2 * pw) != ow * sw) else xp.empty
-        dx_pad = alloc((c, n, h + 2 * ph, w + 2 * pw), dtype=grad_out.dtype).transpose(1, 0, 2, 3)
+        alloc = xp.empty if self._tiles(x_shape) else xp.zeros   # every pixel written once?
+        padded = (n, c, h + 2 * ph, w + 2 * pw)                    # laid out as the input was:
+        dx_pad = alloc(tuple(padded[a] for a in order), dtype=grad_out.dtype)
+        dx_pad = dx_pad.transpose([order.index(a) for a in range(4)])
         # 1.0 where offset k holds its window's maximum, else 0.0; a float mask, because a
         # float * bool product goes through a slow casting loop (measured 2.7x slower)
         won = xp.empty_like(grad_out)
@@ -247,6 +264,41 @@ class MaxPool2d(_Pool2d):
             else:                                # each pixel is in one window at most
                 xp.multiply(grad_out, won, out=dx_pad[sl])
         return dx_pad[:, :, ph:ph + h, pw:pw + w]
+
+    def _tiles(self, x_shape) -> bool:
+        """The windows tile the input: every pixel lies in exactly one window (no padding)."""
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        oh, ow = self._out_size(x_shape)
+        return (self.padding == (0, 0) and (sh, sw) == (kh, kw)
+                and x_shape[2] == oh * sh and x_shape[3] == ow * sw)
+
+    def backward_through(self, activation, grad_out):
+        """dL/dx of ``activation`` and this pooling, which forward ran one after the other, in
+        one step; None where the two steps must run (the caller then runs them).
+
+        ``activation`` must be the layer whose output this pooling's last forward took (as in
+        Sequential and in LeNet's training order) and offer ``grad_from_output``. Its
+        derivative at a window's winner is taken at the window's output, on the N*C*OH*OW
+        outputs instead of the inputs, before the routing. Where the windows tile the input,
+        each pixel receives at most one window's gradient, and the result equals the two
+        steps' bit for bit. Otherwise (overlapping windows, padding, pixels outside every
+        window), and for an output that holds a NaN (whose non-winning pixels the two steps
+        would also set to NaN), after an evaluation-mode forward, and on the reference path,
+        it returns None."""
+        grad_from_output = getattr(activation, "grad_from_output", None)
+        cache = self._cache
+        if (grad_from_output is None or not isinstance(cache, _OffsetsCache) or cache.y is None
+                or cache.nan is not False or not self._tiles(cache.x_shape)):
+            return None
+        check_grad(self, grad_out, cache.y.shape)
+        xp = backend.get_array_module(grad_out)
+        return self._route(xp, grad_from_output(grad_out, cache.y))
+
+
+def memory_order(x) -> tuple:
+    """x's axes from the largest stride to the smallest: (0, 1, 2, 3) for a C-contiguous
+    array, (1, 0, 2, 3) for an (N, C, H, W) view of (C, N, H, W) memory."""
+    return tuple(sorted(range(x.ndim), key=lambda a: -abs(x.strides[a])))
 
 
 class AvgPool2d(_Pool2d):

@@ -1,0 +1,168 @@
+"""MaxPool2d.backward_through: an activation and the max pooling after it, back in one step.
+
+Where it runs (the windows tile the input, training-mode forward on the CPU, no NaN), its
+result must equal the two separate backwards bit for bit, ties included; everywhere else it
+must decline (return None) so that the two steps run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import lenet_np as ln
+from lenet_np import nn
+from lenet_np.nn.module import chain_backward
+
+from .conftest import to_np
+
+ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU}
+
+
+def two_step(act, pool, g):
+    return act.backward(pool.backward(g))
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+@given(n=st.integers(1, 3), c=st.integers(1, 4), k=st.integers(1, 3), oh=st.integers(1, 5), ow=st.integers(1, 5),
+       ties=st.booleans(), layout=st.sampled_from(["nchw", "cnhw", "nhcw"]), seed=st.integers(0, 2**16))
+def test_one_step_equals_two_steps_bit_for_bit(name, n, c, k, oh, ow, ties, layout, seed):
+    rng = np.random.default_rng(seed)
+    shape = (n, c, oh * k, ow * k)
+    z = rng.standard_normal(shape).astype(np.float32) * 4
+    if ties:                                       # rounded values tie within windows, and
+        z = np.round(z)                            # ReLU's zeros tie with each other
+    perm = {"nchw": (0, 1, 2, 3), "cnhw": (1, 0, 2, 3), "nhcw": (0, 2, 1, 3)}[layout]
+    z = np.ascontiguousarray(z.transpose(perm)).transpose(np.argsort(perm))   # that memory order
+    act, pool = ACTIVATIONS[name](), nn.MaxPool2d(k)
+    y = pool(act(z))
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    fused = pool.backward_through(act, g)
+    assert fused is not None
+    expected = two_step(act, pool, g)
+    np.testing.assert_array_equal(fused, expected)
+    assert fused.shape == z.shape and fused.dtype == z.dtype
+    assert np.argsort([-s for s in fused.strides]).tolist() == np.argsort([-s for s in z.strides]).tolist()
+
+
+@pytest.mark.parametrize("case", ["overlap", "padding", "leftover", "stride_gt_kernel", "nan", "eval"])
+def test_declines_where_the_two_steps_differ_or_are_needed(case):
+    rng = np.random.default_rng(0)
+    pool = {"overlap": nn.MaxPool2d(3, 2), "padding": nn.MaxPool2d(2, 2, 1),
+            "stride_gt_kernel": nn.MaxPool2d(2, 3)}.get(case, nn.MaxPool2d(2))
+    z = rng.standard_normal((2, 3, 7 if case == "leftover" else 8, 8)).astype(np.float32)
+    if case == "nan":
+        z[0, 1, 2, 3] = np.nan
+    if case == "eval":
+        pool.eval()
+    act = nn.Sigmoid()
+    y = pool(act(z))
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    assert pool.backward_through(act, g) is None
+    dz = two_step(act, pool, g)                   # and the two steps still run
+    assert dz.shape == z.shape
+
+
+def test_declines_on_the_gpu_path(xp):
+    """On a GPU the pooling runs its reference path (no NaN flag read back): two steps."""
+    act, pool = nn.Sigmoid(), nn.MaxPool2d(2)
+    z = xp.asarray(np.random.default_rng(1).standard_normal((2, 3, 8, 8)).astype(np.float32))
+    y = pool(act(z))
+    fused = pool.backward_through(act, xp.ones_like(y))
+    assert (fused is None) == (xp is not np)
+
+
+def test_checks_the_gradient_shape():
+    act, pool = nn.Sigmoid(), nn.MaxPool2d(2)
+    pool(act(np.zeros((2, 3, 8, 8), dtype=np.float32)))
+    with pytest.raises(ValueError, match="shape"):
+        pool.backward_through(act, np.zeros((1, 3, 4, 4), dtype=np.float32))
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_lenet_backward_takes_one_step_per_pair_with_the_same_gradients(activation, monkeypatch):
+    """LeNet's training backward goes through both (activation, pooling) pairs in one step
+    each (the activations' own backward never runs), with the gradients of the two steps."""
+    rng = np.random.default_rng(2)
+    x = rng.random((8, 1, 28, 28), dtype=np.float32)
+    g = rng.standard_normal((8, 10)).astype(np.float32)
+    grads = {}
+    for fused in (True, False):
+        net = ln.LeNet(activation, seed=0)
+        if not fused:
+            monkeypatch.setattr(nn.MaxPool2d, "backward_through", lambda self, act, grad: None)
+        calls = []
+        cls = ACTIVATIONS[activation]
+
+        def counted(self, *a, original=cls.backward, calls=calls, **k):
+            calls.append(1)
+            return original(self, *a, **k)
+        monkeypatch.setattr(cls, "backward", counted)
+        net(x)
+        dx = net.backward(g)
+        grads[fused] = [dx] + [p.grad.copy() for p in net.parameters()]
+        assert len(calls) == (2 if fused else 4)          # fc.1, fc.3; and conv.1, conv.4 if not fused
+        monkeypatch.undo()
+    for a, b in zip(grads[True], grads[False]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_chain_backward_fuses_inside_sequential_and_keeps_input_grad():
+    """Sequential goes back through chain_backward too; a pair at the very front is not fused
+    (the first layer decides on input_grad), and a reshape entry (None) is undone."""
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
+    seq = nn.Sequential(nn.Sigmoid(), nn.MaxPool2d(2), nn.ReLU(), nn.MaxPool2d(2))
+    y = seq(z)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    layers = list(seq)
+    expected = g
+    for m in reversed(layers):
+        expected = m.backward(expected)
+    np.testing.assert_array_equal(seq.backward(g), expected)
+    assert seq.backward(g, input_grad=False) is None
+    np.testing.assert_array_equal(
+        chain_backward(layers + [None], g.reshape(2, -1), reshape_to=y.shape), expected)
+
+
+@pytest.mark.parametrize("variant", ["seed", "d2l"])
+def test_lenet_gradients_still_match_torch_with_the_one_step_path(variant):
+    """The network's gradients through the fused pairs against torch's autograd (max pooling,
+    so d2l is built with pool="max" here)."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(4)
+    net = ln.LeNet(variant=variant, pool="max", seed=0).double()
+    x = rng.random((4, 1, 28, 28))
+    g = rng.standard_normal((4, 10))
+    net(x)
+    dx = net.backward(g)
+    tnet = torch.nn.Sequential(*[m for m in _torch_layers(torch, net)])
+    tx = torch.tensor(x, requires_grad=True)
+    tnet(tx).backward(torch.tensor(g))
+    np.testing.assert_allclose(dx, to_np(tx.grad.numpy()), rtol=1e-9, atol=1e-12)
+
+
+def _torch_layers(torch, net):
+    """The torch twin of ``net`` (its layers in the book's order, its weights)."""
+    out = []
+    for _, m in net.named_layers():
+        if m is None or isinstance(m, nn.Flatten):
+            out.append(torch.nn.Flatten())
+        elif isinstance(m, nn.Conv2d):
+            t = torch.nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, padding=m.padding).double()
+            t.weight.data = torch.tensor(m.weight.data)
+            t.bias.data = torch.tensor(m.bias.data)
+            out.append(t)
+        elif isinstance(m, nn.Linear):
+            t = torch.nn.Linear(m.in_features, m.out_features).double()
+            t.weight.data = torch.tensor(m.weight.data)
+            t.bias.data = torch.tensor(m.bias.data)
+            out.append(t)
+        elif isinstance(m, nn.Sigmoid):
+            out.append(torch.nn.Sigmoid())
+        elif isinstance(m, nn.ReLU):
+            out.append(torch.nn.ReLU())
+        else:
+            out.append(torch.nn.MaxPool2d(m.kernel_size, m.stride))
+    return out

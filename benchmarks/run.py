@@ -10,7 +10,8 @@ with ``--quick``) and the same numbers as JSON next to it:
 3. peak memory (ru_maxrss) of a training run, each contender in its own process;
 4. per layer at batch 256: forward and backward of each layer, lenet_np ``fast`` and
    ``reference`` implementations against torch (autograd);
-5. a batch-size sweep (1 .. 1024) of the whole training step.
+5. a batch-size sweep (1 .. 1024) of the whole training step;
+6. the README's training loop, run as written, against ``python -m lenet_np.train``'s step.
 
 ``--quick`` trains on a fraction of the epoch (times are scaled to a full epoch) and takes
 fewer samples: about two minutes on two cores; the full run takes under ten.
@@ -33,7 +34,7 @@ import numpy as np
 from lenet_np import cli
 from lenet_np.parallel import default_workers
 
-from . import contenders, datasets, machine, per_layer, report, timing
+from . import contenders, datasets, machine, per_layer, readme_loop, report, timing
 
 RESULTS = machine.REPO / "benchmarks" / "results"
 CHILDREN = ("lenet_np-train", "lenet_np-reference-train", "torch-train")
@@ -43,13 +44,15 @@ PROFILES = {
     #            e2e: fraction of an epoch, repeats; memory batches; layers: repeats, min_time;
     #            sweep: repeats, min_time, reference included up to this batch size
     "full": dict(fraction=1.0, e2e_repeats=3, mem_batches=30, layer_repeats=7, layer_min=0.05,
-                 sweep_repeats=5, sweep_min=0.2, sweep_ref_max=1024, peak_repeats=5),
+                 sweep_repeats=5, sweep_min=0.2, sweep_ref_max=1024, peak_repeats=5, readme_rounds=3,
+                 readme_steps=235),
     "quick": dict(fraction=0.05, e2e_repeats=5, mem_batches=8, layer_repeats=3, layer_min=0.02,
-                  sweep_repeats=3, sweep_min=0.05, sweep_ref_max=64, peak_repeats=3),
+                  sweep_repeats=3, sweep_min=0.05, sweep_ref_max=64, peak_repeats=3, readme_rounds=2,
+                  readme_steps=60),
 }
 
 
-SECTIONS = ("e2e", "memory", "layers", "sweep")
+SECTIONS = ("e2e", "memory", "layers", "sweep", "readme")
 
 
 def _sections(text: str) -> str:
@@ -272,7 +275,24 @@ def noise_warning(meta) -> list:
             "ratios included, are unreliable. Rerun on a quiet machine."]
 
 
-def build_report(meta, info, e2e, flops, peak, mem, layers, sweep) -> str:
+def run_readme(args, prof) -> dict:
+    try:
+        return readme_loop.compare(rounds=prof["readme_rounds"], steps=prof["readme_steps"], log=log)
+    except (RuntimeError, ValueError, OSError, subprocess.TimeoutExpired) as e:
+        log(f"  skipped: {e}")
+        return {"skipped": str(e)}
+
+
+def readme_table(res) -> str:
+    if "skipped" in res:
+        return f"Skipped: {res['skipped']}"
+    med = res["median"]
+    rows = [["README loop", report.fmt_time(med["readme"]), f"{res['ratio']:.2f}x"],
+            ["python -m lenet_np.train", report.fmt_time(med["command"]), "1.00x"]]
+    return report.md_table(["", "step (batch 256)", "vs the command"], rows)
+
+
+def build_report(meta, info, e2e, flops, peak, mem, layers, sweep, readme=None) -> str:
     md = [f"# lenet_np CPU benchmarks, {meta['date']}{' (quick)' if meta['quick'] else ''}", "",
           f"`{meta['command']}`, {meta['duration_s'] / 60:.1f} minutes. Every comparison is a ratio of medians "
           "measured in the same run, the contenders alternating round by round; `spread` is (max - min) / median "
@@ -328,6 +348,13 @@ def build_report(meta, info, e2e, flops, peak, mem, layers, sweep) -> str:
                "Forward, loss, backward and Adam step on random data; examples/s = batch / step time. "
                f"`reference` (the reference Conv2d/MaxPool2d) up to batch {meta['sweep_ref_max']}.", "",
                sweep_table(sweep), ""]
+    if readme:
+        md += ["## 6. The README's loop against the training command", "",
+               "The README's first code block, run as written (`benchmarks/readme_loop.py`): its set-up once, "
+               f"then its training loop with `range(3)` raised to {meta['profile']['readme_steps']} steps of its "
+               "batch of 256 and `print` silenced; against the epoch time per step that "
+               "`python -m lenet_np.train --epochs 1` reports (its training loop alone, real data, shuffled). "
+               f"{meta['profile']['readme_rounds']} alternating rounds, medians.", "", readme_table(readme), ""]
     return "\n".join(md)
 
 
@@ -350,7 +377,7 @@ def main(argv=None) -> int:
         log(f"  {k}: {v['gflops']:.1f} GFLOP/s")
     flops = per_layer.flop_counts()
 
-    e2e = mem = layers = sweep = None
+    e2e = mem = layers = sweep = readme = None
     loads = {}
 
     monitor = {}
@@ -389,6 +416,10 @@ def main(argv=None) -> int:
         section("sweep", "5. Batch-size sweep")
         sweep = run_sweep(args, prof)
         log(sweep_table(sweep))
+    if "readme" in sections:
+        section("readme", "6. The README's loop against the training command")
+        readme = run_readme(args, prof)
+        log(readme_table(readme))
     section(None, None)
 
     info["loadavg_end"] = machine._read("/proc/loadavg").split()[:3]
@@ -402,9 +433,9 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"cpu-{today}" + ("-quick" if args.quick else "")
     md_path, json_path = args.out / f"{stem}.md", args.out / f"{stem}.json"
-    md_path.write_text(build_report(meta, info, e2e, flops, peak, mem, layers, sweep))
+    md_path.write_text(build_report(meta, info, e2e, flops, peak, mem, layers, sweep, readme))
     report.write_json(json_path, {"meta": meta, "machine": info, "flops": flops, "matmul_peak": peak, "end_to_end": e2e,
-                                  "memory": mem, "layers": layers,
+                                  "memory": mem, "layers": layers, "readme": readme,
                                   "sweep": {str(k): v for k, v in sweep.items()} if sweep else None})
     log(f"\nreport: {md_path}\n        {json_path}\n({meta['duration_s'] / 60:.1f} minutes)")
     return 0

@@ -77,3 +77,27 @@ def test_gpu_check_script_runs_end_to_end_on_the_cpu(tmp_path):
     report = next(tmp_path.glob("*-cpu-smoke.md")).read_text()
     assert "tests/test_cupy_standin.py`: passed" in report and "lenet_np-cupy" in report
     assert "FAILED" not in report and "## Errors" not in report, report
+
+
+def test_readme_loop_runs_the_readme_code_and_trains():
+    """The benchmark times the README's own loop: its set-up, then its loop for any number of
+    steps, on the same network from call to call (the loss goes down)."""
+    from benchmarks import readme_loop
+
+    code = readme_loop.readme_code()
+    assert "for step in range(3):" in code and "model.backward(" in code
+    run, namespace = readme_loop.readme_loop(steps=10)
+    assert len(namespace["x"]) == BATCH_SIZE and "loss" not in namespace     # set-up only so far
+    run()
+    assert namespace["step"] == 9                     # range(3) became range(10)
+    first = namespace["loss"]
+    run()
+    run()
+    assert namespace["loss"] < first
+
+
+def test_command_step_reads_one_epoch_of_the_training_command():
+    from benchmarks import readme_loop
+
+    res = readme_loop.command_step()
+    assert res["steps"] == 235 and 0 < res["step"] < 1 and res["examples_per_sec"] > 0

@@ -116,13 +116,17 @@ class DataParallel:
         xp = backend.get_array_module(x)
         chunks = self._split(x)
         own = self.module.parameters()
+        buffered = [i for i, (_, m) in enumerate(self.module.named_modules()) if m._buffers]
         for replica in self.replicas[:len(chunks)]:   # share the (possibly replaced) parameter arrays
             replica.train(self.module.training)
             for p, q in zip(own, replica.parameters()):
                 q.data = p.data
-            for (_, m), (_, r) in zip(self.module.named_modules(), replica.named_modules()):
-                for name, b in m._buffers.items():     # running statistics: read only here
-                    setattr(r, name, b)
+            if buffered:                               # running statistics: read only here
+                mods = [m for _, m in self.module.named_modules()]
+                reps = [r for _, r in replica.named_modules()]
+                for i in buffered:
+                    for name, b in mods[i]._buffers.items():
+                        setattr(reps[i], name, b)
         self._sizes = [len(c) for c in chunks]
         outs = self._map(lambda w, c: self.replicas[w](c), chunks)
         return xp.concatenate(outs)
@@ -142,10 +146,10 @@ class DataParallel:
             return replica.backward(g, input_grad=input_grad)
 
         grads_x = self._map(run, chunks)
-        used = self.replicas[:len(chunks)]
-        for i, p in enumerate(self.module.parameters()):
-            total = used[0].parameters()[i].grad
-            for replica in used[1:]:
-                total = total + replica.parameters()[i].grad
+        used = [replica.parameters() for replica in self.replicas[:len(chunks)]]
+        for i, p in enumerate(self.module.parameters()):   # in a fixed order: deterministic
+            total = used[0][i].grad
+            for params in used[1:]:
+                total = total + params[i].grad
             p.accumulate(total)
         return xp.concatenate(grads_x) if input_grad else None

@@ -107,29 +107,6 @@ def test_conv_band_form_matches_reference(xp, n, c, o, kh, kw, p, h, w, seed):
     assert fast.backward(g, input_grad=False) is None and fast.weight.grad is not None
 
 
-@given(n=st.integers(1, 3), c=st.integers(1, 3), o=st.integers(1, 5), kh=st.integers(1, 4), kw=st.integers(1, 4),
-       p=st.integers(0, 2), h=st.integers(4, 12), w=st.integers(4, 16), data=st.data(), seed=st.integers(0, 2**16))
-def test_conv_band_tiles_match_reference(xp, n, c, o, kh, kw, p, h, w, data, seed):
-    """The band form in tiles of Q outputs, for every divisor Q of OW (Q = 1 is im2col, Q = OW
-    whole rows): outputs and all three gradients equal the reference's."""
-    ow = w + 2 * p - kw + 1
-    q = data.draw(st.sampled_from([d for d in range(1, ow + 1) if ow % d == 0]), label="q")
-    rng = np.random.default_rng(seed)
-    ref = nn.Conv2d(c, o, (kh, kw), 1, p, rng=np.random.default_rng(seed), impl="reference").double()
-    fast = nn.Conv2d(c, o, (kh, kw), 1, p, rng=np.random.default_rng(seed), impl="band").double()
-    fast._band_tile = lambda ow_: q
-    assert_conv_matches_reference(xp, fast, ref, rng.standard_normal((n, c, h, w)), rng)
-    assert fast._cache is not None and fast._cache.q == q
-
-
-def test_band_tile_choice():
-    """The tile width "auto" takes: the smallest divisor of OW giving O*Q >= 48 columns."""
-    assert nn.Conv2d(1, 6, 5)._band_tile(24) == 8          # LeNet's conv.0
-    assert nn.Conv2d(6, 16, 5)._band_tile(8) == 4          # LeNet's conv.3
-    assert nn.Conv2d(1, 6, 5)._band_tile(7) == 7           # a prime width: whole rows
-    assert nn.Conv2d(6, 64, 3)._band_tile(10) == 1         # wide enough already: one output per row
-
-
 @given(n=st.integers(1, 3), c=st.integers(1, 3), k=st.integers(1, 4), s=st.integers(1, 4),
        h=st.integers(4, 11), ties=st.booleans(), seed=st.integers(0, 2**16), data=st.data())
 def test_maxpool_offsets_matches_reference(xp, n, c, k, s, h, ties, seed, data):

@@ -84,8 +84,8 @@ class _ColumnsCache(NamedTuple):
 
 class _BandCache(NamedTuple):
     x_shape: tuple
-    band: object          # (N*OH*OW/Q, KH*C*WQ) row bands of the padded images, in tiles of Q
-    q: int                # outputs per tile (OW: whole rows)
+    band: object          # (N*OH, KH*WP) row bands of the padded images
+    t: object             # (KH*WP, O*OW) banded weights
     index: tuple          # (rows, cols) of T where the weights sit
 
 
@@ -227,56 +227,36 @@ class Conv2d(Module):
         return col2im(dcols, x_shape, sh, sw, ph, pw)
 
     # -- band: stride 1, one well-shaped product (im2col.py, "band" form) -----------------
-    def _band_tile(self, ow):
-        """Outputs per band tile: the smallest divisor Q of OW that gives the product at least
-        O*Q >= 48 columns, else OW. Smaller tiles do fewer multiply-adds but copy more and give
-        BLAS a thinner product. Measured at batch 128, one thread, forward + backward for every
-        divisor: conv.0 (O = 6, OW = 24) is fastest at Q = 8 (2.2 ms against 2.8 for whole
-        rows, 5.1 to 7.7 at Q = 1), conv.3 (O = 16, OW = 8) at Q = 4 (3.5 against 3.6 ms)."""
-        o = self.out_channels
-        return next((q for q in range(1, ow + 1) if ow % q == 0 and o * q >= 48), ow)
-
     def _forward_band(self, x):
         xp = backend.get_array_module(x)
         n, c, h, w = x.shape
         (kh, kw), (ph, pw) = self.kernel_size, self.padding
         o = self.out_channels
-        oh, ow = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
-        q = self._band_tile(ow)
-        wq, tiles = q + kw - 1, ow // q
-        band = image_bands(pad2d(x, ph, pw), kh, kw, q)               # (N*OH*OW/Q, KH*C*WQ)
-        rows, cols = band_index(xp, c, kh, kw, wq, q, o)             # cached per shape
-        t = xp.zeros((kh * c * wq, o * q), dtype=x.dtype)             # the banded weights
+        oh, ow, wp = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1, w + 2 * pw
+        band = image_bands(pad2d(x, ph, pw), kh)                      # (N*OH, KH*C*WP)
+        rows, cols = band_index(xp, c, kh, kw, wp, ow, o)            # cached per shape
+        t = xp.zeros((kh * c * wp, o * ow), dtype=x.dtype)            # the banded weights
         t[rows, cols] = self.weight.data[..., None]
-        y = band @ t                                                  # (N*OH*OW/Q, O*Q)
+        y = band @ t                                                  # (N*OH, O*OW)
         if self.bias is not None:
-            y += xp.repeat(self.bias.data, q)
-        self._cache = _BandCache(x.shape, band, q, (rows, cols))
-        if tiles > 1:                                                 # (N, OH, OW/Q, O, Q) -> (N, OH, O, OW)
-            y = xp.ascontiguousarray(y.reshape(n, oh, tiles, o, q).transpose(0, 1, 3, 2, 4))
+            y += xp.repeat(self.bias.data, ow)
+        self._cache = _BandCache(x.shape, band, t, (rows, cols))
         return y.reshape(n, oh, o, ow).transpose(0, 2, 1, 3)          # view (N, O, OH, OW)
 
     def _backward_band(self, grad_out, input_grad):
         xp = backend.get_array_module(grad_out)
-        x_shape, band, q, (rows, cols) = self._cache
+        x_shape, band, t, (rows, cols) = self._cache
         n, c, h, w = x_shape
-        kh, kw = self.kernel_size
-        ph, pw = self.padding
+        kh, (ph, pw) = self.kernel_size[0], self.padding
         _, o, oh, ow = grad_out.shape
-        wp, tiles = w + 2 * pw, ow // q
-        g = xp.ascontiguousarray(grad_out.transpose(0, 2, 1, 3))      # (N, OH, O, OW); free if so laid out
-        g_tiles = g if tiles == 1 else xp.ascontiguousarray(g.reshape(n, oh, o, tiles, q).transpose(0, 1, 3, 2, 4))
-        dt = band.T @ g_tiles.reshape(n * oh * tiles, o * q)          # dL/dT (KH*C*WQ, O*Q)
+        wp = w + 2 * pw
+        g = xp.ascontiguousarray(grad_out.transpose(0, 2, 1, 3)).reshape(n * oh, o * ow)
+        dt = band.T @ g                                               # dL/dT (KH*C*WP, O*OW)
         self.weight.accumulate(dt[rows, cols].sum(axis=-1))           # W's entries of T, summed
-        g = g.reshape(n * oh, o * ow)
         if self.bias is not None:
             self.bias.accumulate(g.sum(axis=0).reshape(o, ow).sum(axis=1))
         if not input_grad:
             return None
-        # dL/dx by whole rows (Q = OW): dL/dband = G @ T.T, each kernel row back to its image row
-        rows_f, cols_f = band_index(xp, c, kh, kw, wp, ow, o)
-        t = xp.zeros((kh * c * wp, o * ow), dtype=grad_out.dtype)
-        t[rows_f, cols_f] = self.weight.data[..., None]
         dband = (g @ t.T).reshape(n, oh, kh, c, wp)                   # dL/dband
         dx = xp.zeros((n, h + 2 * ph, c, wp), dtype=grad_out.dtype)   # (N, HP, C, WP) memory
         for i in range(kh):                                           # kernel row i of each band

@@ -168,18 +168,10 @@ def conv_transpose_wide(weight, g, x_shape_cnhw, ph: int = 0, pw: int = 0):
 # It does WP/KW times the multiply-adds of im2col, but copies KW times fewer values and
 # gives BLAS a product with two large dimensions instead of O x C*KH*KW x (N*OH*WP), whose
 # O (6 or 16 in LeNet) is too small for BLAS to get near its peak.
-#
-# Tiles: cut each output row into OW/Q pieces of Q outputs. A piece reads Q + KW - 1
-# columns (WQ), so the band gets one row per piece, (N*OH*OW/Q, KH*C*WQ), and T shrinks to
-# (KH*C*WQ, O*Q): the same formula with WP -> WQ and OW -> Q, the same T for every piece.
-# The multiply-adds fall from WP/KW to WQ/KW times im2col's; Q = 1 is im2col itself
-# (one band row per window), Q = OW the whole rows above. The output comes out as
-# (N, OH, OW/Q, O, Q) and is put back in (N, OH, O, OW) order by one copy.
 
 @functools.lru_cache(maxsize=32)
 def band_index(xp, c: int, kh: int, kw: int, wp: int, ow: int, o: int):
     """(rows, cols) of T where W[o, c, i, j] goes for each ow, each of shape (O, C, KH, KW, OW).
-    For tiles, pass WQ and Q as wp and ow.
 
     They depend only on the shapes, so they are built once per shape and device (cached);
     callers only read them."""
@@ -187,22 +179,12 @@ def band_index(xp, c: int, kh: int, kw: int, wp: int, ow: int, o: int):
     return ii * (c * wp) + cc * wp + ww + jj, oo * ow + ww
 
 
-def image_bands(x_pad, kh: int, kw: int = 1, q: int | None = None):
+def image_bands(x_pad, kh: int):
     """(N, C, HP, WP) padded images -> band (N*OH, KH*C*WP): for each output row r, image
-    rows r .. r+KH-1 of every channel, row i of all channels before row i+1 (one strided copy).
-
-    With a tile width q (which must divide OW = WP - KW + 1): (N*OH*OW/q, KH*C*(q+KW-1)),
-    one row per q outputs of a row, reading the q+KW-1 columns from q*t on."""
+    rows r .. r+KH-1 of every channel, row i of all channels before row i+1 (one strided copy)."""
     xp = backend.get_array_module(x_pad)
     n, c, hp, wp = x_pad.shape
     oh = hp - kh + 1
     s_n, s_c, s_h, s_w = x_pad.strides
-    if q is None:
-        view = backend.sliding_windows(x_pad, (n, oh, kh, c, wp), (s_n, s_h, s_h, s_c, s_w))
-        return xp.ascontiguousarray(view).reshape(n * oh, kh * c * wp)
-    ow = wp - kw + 1
-    if q < 1 or ow % q:
-        raise ValueError(f"image_bands: the tile width q must divide OW = {ow}, got {q}")
-    wq = q + kw - 1
-    view = backend.sliding_windows(x_pad, (n, oh, ow // q, kh, c, wq), (s_n, s_h, q * s_w, s_h, s_c, s_w))
-    return xp.ascontiguousarray(view).reshape(n * oh * (ow // q), kh * c * wq)
+    view = backend.sliding_windows(x_pad, (n, oh, kh, c, wp), (s_n, s_h, s_h, s_c, s_w))
+    return xp.ascontiguousarray(view).reshape(n * oh, kh * c * wp)

@@ -16,6 +16,7 @@ import contextlib
 import numpy as np
 
 import lenet_np as ln
+from lenet_np.nn import activation
 from lenet_np.nn.activation import sigmoid
 from lenet_np.nn.im2col import col2im_wide, conv_transpose_wide, im2col_wide
 from lenet_np.parallel import DataParallel, default_workers
@@ -29,6 +30,16 @@ def naive_sigmoid(x):
     """The textbook form, with the overflow warnings of exp(-x) silenced."""
     with np.errstate(over="ignore"):
         return 1 / (1 + np.exp(-x))
+
+
+def clipped_sigmoid(x):
+    """The earlier in-place form: -x clipped at 88 before exp (five passes, no overflow)."""
+    y = np.negative(x)
+    np.minimum(y, 88.0, out=y)
+    np.exp(y, out=y)
+    y += 1
+    np.reciprocal(y, out=y)
+    return y
 
 
 def forward_backward(layer, x, g, input_grad=True):
@@ -56,8 +67,20 @@ def rows(batch):
     conv_out = rng.standard_normal((batch, 6, 24, 24), dtype=np.float32)    # conv.0's output
     x, y = random_batch(batch)
 
-    yield "sigmoid on conv.0's output", "1 / (1 + exp(-x))", "clipped, in place", \
-        (lambda: naive_sigmoid(conv_out)), (lambda: sigmoid(conv_out.copy()))
+    yield "sigmoid on conv.0's output", "1 / (1 + exp(-x))", "in place, 4 passes", \
+        (lambda: naive_sigmoid(conv_out)), (lambda: sigmoid(conv_out))
+    yield "sigmoid on conv.0's output", "clipped at 88, 5 passes", "unclipped, 4 passes", \
+        (lambda: clipped_sigmoid(conv_out)), (lambda: sigmoid(conv_out))
+
+    def sigmoid_pool_backward(joint):
+        act, pool = ln.nn.Sigmoid(), ln.nn.MaxPool2d(2)
+        g = rng.standard_normal((batch, 6, 12, 12), dtype=np.float32)
+        pool(act(conv_out))
+        if joint:
+            return lambda: pool.backward_through(act, g)
+        return lambda: act.backward(pool.backward(g))
+    yield "sigmoid + max pool backward (conv.1, conv.2)", "two steps", "backward_through", \
+        sigmoid_pool_backward(False), sigmoid_pool_backward(True)
 
     def pool_pair(impl):
         g = rng.standard_normal((batch, 6, 12, 12), dtype=np.float32)
@@ -73,8 +96,10 @@ def rows(batch):
         conv = ln.nn.Conv2d(6, 16, 5, rng=np.random.default_rng(1), impl=impl)
         xin = rng.random((batch, 6, 12, 12), dtype=np.float32)
         return forward_backward(conv, xin, rng.standard_normal((batch, 16, 8, 8), dtype=np.float32))
-    yield "conv.3 (6->16, 5x5), forward + backward", "reference (tensordot)", "fast (wide im2col)", \
+    yield "conv.3 (6->16, 5x5), forward + backward", "reference (tensordot)", "fast (band form)", \
         conv_pair("reference"), conv_pair("fast")
+    yield "conv.3 (6->16, 5x5), forward + backward", "wide im2col", "band form", \
+        conv_pair("wide"), conv_pair("fast")
 
     def conv0_pair(band):
         conv = ln.nn.Conv2d(1, 6, 5, rng=np.random.default_rng(1))
@@ -103,6 +128,43 @@ def rows(batch):
         return lambda: net(x)
 
     workers = default_workers()
+    if workers > 1:
+        # Each change of the second round switched off in the whole training step as the training
+        # command runs it (DataParallel, one BLAS thread per worker), and in its evaluation.
+        def dp_step(wide=False, two_steps=False, clipped=False, train=True):
+            net = ln.LeNet(seed=0)
+            if wide:
+                net.conv[3].impl = "wide"
+            if two_steps:
+                for m in net.conv:
+                    if isinstance(m, ln.nn.MaxPool2d):
+                        m.backward_through = lambda act, grad: None
+            model = DataParallel(net, workers)
+            run = training_step(net, model, x, y) if train else (lambda: model(x))
+            if not train:
+                net.eval()
+            if not clipped:
+                return run
+
+            def with_clipped_sigmoid():
+                activation.sigmoid = clipped_sigmoid
+                try:
+                    run()
+                finally:
+                    activation.sigmoid = sigmoid
+            return with_clipped_sigmoid
+
+        where = f"DataParallel, {workers} threads"
+        yield f"training step ({where})", "conv.3 wide im2col", "conv.3 band form", \
+            dp_step(wide=True), dp_step()
+        yield f"training step ({where})", "activation, pool: two backwards", "backward_through", \
+            dp_step(two_steps=True), dp_step()
+        yield f"training step ({where})", "sigmoid clipped, 5 passes", "4 passes", \
+            dp_step(clipped=True), dp_step()
+        yield f"training step ({where})", "all three as before", "all three as now", \
+            dp_step(wide=True, two_steps=True, clipped=True), dp_step()
+        yield f"evaluation forward ({where})", "conv.3 wide im2col", "conv.3 band form", \
+            dp_step(wide=True, train=False), dp_step(train=False)
     # the consumer times this row while the generator waits here, inside the limit
     with one_blas_thread():
         yield "LeNet forward in eval mode, one thread", "sigmoid then pool", "pool then sigmoid", \

@@ -353,7 +353,8 @@ def build_report(meta, info, e2e, flops, peak, mem, layers, sweep, readme=None) 
                "The README's first code block, run as written (`benchmarks/readme_loop.py`): its set-up once, "
                f"then its training loop with `range(3)` raised to {meta['profile']['readme_steps']} steps of its "
                "batch of 256 and `print` silenced; against the epoch time per step that "
-               "`python -m lenet_np.train --epochs 1` reports (its training loop alone, real data, shuffled). "
+               "`python -m lenet_np.train --epochs 2` reports for its second epoch (its training loop alone, "
+               "warmed up as the README loop is, on the real data, shuffled). "
                f"{meta['profile']['readme_rounds']} alternating rounds, medians.", "", readme_table(readme), ""]
     return "\n".join(md)
 

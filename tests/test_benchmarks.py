@@ -99,5 +99,17 @@ def test_readme_loop_runs_the_readme_code_and_trains():
 def test_command_step_reads_one_epoch_of_the_training_command():
     from benchmarks import readme_loop
 
-    res = readme_loop.command_step()
+    res = readme_loop.command_step(epochs=1)
     assert res["steps"] == 235 and 0 < res["step"] < 1 and res["examples_per_sec"] > 0
+
+
+def test_every_ablation_row_runs_both_sides():
+    """Each before/after pair of benchmarks.ablation runs (batch 8, untimed)."""
+    from benchmarks import ablation
+
+    labels = []
+    for _, _, after_label, before, after in ablation.rows(8):
+        before()
+        after()
+        labels.append(after_label)
+    assert "backward_through" in labels and len(labels) >= 10

@@ -17,8 +17,10 @@ import numpy as np
 
 import lenet_np as ln
 from lenet_np.nn import activation
+from lenet_np.nn import conv as conv_module
 from lenet_np.nn.activation import sigmoid
-from lenet_np.nn.im2col import col2im_wide, conv_transpose_wide, im2col_wide
+from lenet_np.nn.conv import _reusable
+from lenet_np.nn.im2col import col2im_wide, conv_transpose_wide, im2col_wide, image_bands
 from lenet_np.parallel import DataParallel, default_workers
 
 from .datasets import random_batch
@@ -40,6 +42,15 @@ def clipped_sigmoid(x):
     y += 1
     np.reciprocal(y, out=y)
     return y
+
+
+def fresh_image_bands(x_pad, kh, out=None):
+    """image_bands into a new array every time (as before the band buffers were reused)."""
+    return image_bands(x_pad, kh)
+
+
+def never(*args):
+    return False
 
 
 def forward_backward(layer, x, g, input_grad=True):
@@ -131,7 +142,7 @@ def rows(batch):
     if workers > 1:
         # Each change of the second round switched off in the whole training step as the training
         # command runs it (DataParallel, one BLAS thread per worker), and in its evaluation.
-        def dp_step(wide=False, two_steps=False, clipped=False, train=True):
+        def dp_step(wide=False, two_steps=False, clipped=False, fresh_bands=False, train=True):
             net = ln.LeNet(seed=0)
             if wide:
                 net.conv[3].impl = "wide"
@@ -143,16 +154,20 @@ def rows(batch):
             run = training_step(net, model, x, y) if train else (lambda: model(x))
             if not train:
                 net.eval()
-            if not clipped:
+            if not (clipped or fresh_bands):
                 return run
 
-            def with_clipped_sigmoid():
-                activation.sigmoid = clipped_sigmoid
+            def as_before():
+                if clipped:
+                    activation.sigmoid = clipped_sigmoid
+                if fresh_bands:                  # the band form without its buffers from last time
+                    conv_module.image_bands, conv_module._reusable = fresh_image_bands, never
                 try:
                     run()
                 finally:
                     activation.sigmoid = sigmoid
-            return with_clipped_sigmoid
+                    conv_module.image_bands, conv_module._reusable = image_bands, _reusable
+            return as_before
 
         where = f"DataParallel, {workers} threads"
         yield f"training step ({where})", "conv.3 wide im2col", "conv.3 band form", \
@@ -161,10 +176,14 @@ def rows(batch):
             dp_step(two_steps=True), dp_step()
         yield f"training step ({where})", "sigmoid clipped, 5 passes", "4 passes", \
             dp_step(clipped=True), dp_step()
-        yield f"training step ({where})", "all three as before", "all three as now", \
-            dp_step(wide=True, two_steps=True, clipped=True), dp_step()
+        yield f"training step ({where})", "band buffers new each forward", "written over", \
+            dp_step(fresh_bands=True), dp_step()
+        yield f"training step ({where})", "all four as before", "all four as now", \
+            dp_step(wide=True, two_steps=True, clipped=True, fresh_bands=True), dp_step()
         yield f"evaluation forward ({where})", "conv.3 wide im2col", "conv.3 band form", \
             dp_step(wide=True, train=False), dp_step(train=False)
+        yield f"evaluation forward ({where})", "band buffers new each forward", "written over", \
+            dp_step(fresh_bands=True, train=False), dp_step(train=False)
     # the consumer times this row while the generator waits here, inside the limit
     with one_blas_thread():
         yield "LeNet forward in eval mode, one thread", "sigmoid then pool", "pool then sigmoid", \

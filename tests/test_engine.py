@@ -471,3 +471,42 @@ def test_backward_of_a_gradient_of_the_wrong_shape_is_a_clear_error(xp, name, ma
     with pytest.raises(ValueError, match="backward expected grad_out"):
         layer.backward([[1.0]])
     layer.backward(xp.ones(out, dtype=xp.float32))                  # the right shape still works
+
+
+@pytest.mark.parametrize("c", [1, 3])
+def test_band_buffers_are_reused_and_never_alias(xp, c):
+    """The band form writes each forward's band and banded weights over the last forward's
+    (same shape): the result of forward, forward, backward is the second forward's alone;
+    another shape gets new buffers; the band never views the input, the output never views the
+    cache, and the weights written over T are the current ones. Compared with a new layer for
+    each call, which has nothing to reuse."""
+    rng = np.random.default_rng(7)
+    device = "cpu" if xp is np else "cuda"
+    layer = nn.Conv2d(c, 4, 3, padding=1, rng=np.random.default_rng(1), impl="band").double().to(device)
+
+    def fresh():
+        new = nn.Conv2d(c, 4, 3, padding=1, impl="band").double().to(device)
+        new.weight.data, new.bias.data = layer.weight.data.copy(), layer.bias.data.copy()
+        return new
+
+    x1, x2 = (xp.asarray(rng.standard_normal((2, c, 6, 5))) for _ in range(2))
+    g = xp.asarray(rng.standard_normal((2, 4, 6, 5)))
+    y1 = to_np(layer(x1)).copy()
+    band, t = layer._cache.band, layer._cache.t
+    y2 = layer(x2)
+    assert layer._cache.band is band and layer._cache.t is t          # written over, not new
+    np.testing.assert_array_equal(to_np(layer(x1)), y1)              # nothing left over from x2
+    layer(x2)
+    ref = fresh()
+    np.testing.assert_array_equal(to_np(y2), to_np(ref(x2)))
+    np.testing.assert_array_equal(to_np(layer.backward(g)), to_np(ref.backward(g)))
+    np.testing.assert_array_equal(to_np(layer.weight.grad), to_np(ref.weight.grad))
+    if xp is np:
+        assert not np.shares_memory(layer._cache.band, x2) and not np.shares_memory(y2, layer._cache.band)
+    layer.weight.data = layer.weight.data * 2                          # new weights: T follows
+    np.testing.assert_array_equal(to_np(layer(x2)), to_np(fresh()(x2)))
+    layer(xp.asarray(rng.standard_normal((3, c, 7, 5))))               # more rows: a new band,
+    assert layer._cache.band is not band and layer._cache.t is t      # T depends on the width only
+    x3 = xp.asarray(rng.standard_normal((3, c, 7, 6)))                 # another width: a new T
+    np.testing.assert_array_equal(to_np(layer(x3)), to_np(fresh()(x3)))
+    assert layer._cache.t is not t

@@ -89,6 +89,11 @@ class _BandCache(NamedTuple):
     index: tuple          # (rows, cols) of T where the weights sit
 
 
+def _reusable(a, xp, shape, dtype) -> bool:
+    """a can be written over for an array of this shape and dtype on xp's device."""
+    return backend.get_array_module(a) is xp and a.shape == shape and a.dtype == dtype
+
+
 def check_impl(layer: str, impl, impls=IMPLS) -> str:
     """impl, or the default (``$LENET_NP_IMPL``, else "auto"), checked against impls."""
     if impl is None:
@@ -233,9 +238,19 @@ class Conv2d(Module):
         (kh, kw), (ph, pw) = self.kernel_size, self.padding
         o = self.out_channels
         oh, ow, wp = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1, w + 2 * pw
-        band = image_bands(pad2d(x, ph, pw), kh)                      # (N*OH, KH*C*WP)
+        # The last forward's band and T are overwritten when the shapes match: fresh arrays of
+        # this size made the kernel fault their pages in again on every call (measured
+        # alternating, batch 256 on two threads: the evaluation forward 5.9 -> 4.8 ms, the
+        # training step 15.5 -> 14.3 ms). Only the cache holds them, and the cache is the
+        # last forward's anyway.
+        old = self._cache if isinstance(self._cache, _BandCache) else None
+        band = image_bands(pad2d(x, ph, pw), kh, out=None if old is None else old.band)  # (N*OH, KH*C*WP)
         rows, cols = band_index(xp, c, kh, kw, wp, ow, o)            # cached per shape
-        t = xp.zeros((kh * c * wp, o * ow), dtype=x.dtype)            # the banded weights
+        shape = (kh * c * wp, o * ow)
+        if old is not None and _reusable(old.t, xp, shape, x.dtype):
+            t = old.t                       # same shape, so zero in the same places: rewrite W only
+        else:
+            t = xp.zeros(shape, dtype=x.dtype)                       # the banded weights
         t[rows, cols] = self.weight.data[..., None]
         y = band @ t                                                  # (N*OH, O*OW)
         if self.bias is not None:

@@ -179,12 +179,18 @@ def band_index(xp, c: int, kh: int, kw: int, wp: int, ow: int, o: int):
     return ii * (c * wp) + cc * wp + ww + jj, oo * ow + ww
 
 
-def image_bands(x_pad, kh: int):
+def image_bands(x_pad, kh: int, out=None):
     """(N, C, HP, WP) padded images -> band (N*OH, KH*C*WP): for each output row r, image
-    rows r .. r+KH-1 of every channel, row i of all channels before row i+1 (one strided copy)."""
+    rows r .. r+KH-1 of every channel, row i of all channels before row i+1 (one strided copy).
+    Written into ``out`` when it is a band this function made before (C-contiguous, of that
+    shape and dtype, on the same device), else into a new array: never a view of x_pad."""
     xp = backend.get_array_module(x_pad)
     n, c, hp, wp = x_pad.shape
     oh = hp - kh + 1
     s_n, s_c, s_h, s_w = x_pad.strides
     view = backend.sliding_windows(x_pad, (n, oh, kh, c, wp), (s_n, s_h, s_h, s_c, s_w))
-    return xp.ascontiguousarray(view).reshape(n * oh, kh * c * wp)
+    if not (out is not None and backend.get_array_module(out) is xp and out.shape == (n * oh, kh * c * wp)
+            and out.dtype == x_pad.dtype and out.flags.c_contiguous):
+        out = xp.empty((n * oh, kh * c * wp), dtype=x_pad.dtype)
+    out.reshape(n, oh, kh, c, wp)[...] = view
+    return out

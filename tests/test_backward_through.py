@@ -26,24 +26,35 @@ def two_step(act, pool, g):
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
 @given(n=st.integers(1, 3), c=st.integers(1, 4), k=st.integers(1, 3), oh=st.integers(1, 5), ow=st.integers(1, 5),
-       ties=st.booleans(), layout=st.sampled_from(["nchw", "cnhw", "nhcw"]), seed=st.integers(0, 2**16))
-def test_one_step_equals_two_steps_bit_for_bit(name, n, c, k, oh, ow, ties, layout, seed):
+       ties=st.booleans(), layout=st.sampled_from(["nchw", "cnhw", "nhcw"]), special=st.booleans(),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
+def test_one_step_equals_two_steps_bit_for_bit(name, n, c, k, oh, ow, ties, layout, special, dtype, seed):
     rng = np.random.default_rng(seed)
     shape = (n, c, oh * k, ow * k)
-    z = rng.standard_normal(shape).astype(np.float32) * 4
+    z = (rng.standard_normal(shape) * 4).astype(dtype)
     if ties:                                       # rounded values tie within windows, and
         z = np.round(z)                            # ReLU's zeros tie with each other
+    if special:                                    # infinities and signed zeros in the input
+        z.reshape(-1)[rng.integers(0, z.size, 3)] = rng.choice([np.inf, -np.inf, -0.0, 0.0], 3)
     perm = {"nchw": (0, 1, 2, 3), "cnhw": (1, 0, 2, 3), "nhcw": (0, 2, 1, 3)}[layout]
     z = np.ascontiguousarray(z.transpose(perm)).transpose(np.argsort(perm))   # that memory order
     act, pool = ACTIVATIONS[name](), nn.MaxPool2d(k)
     y = pool(act(z))
-    g = rng.standard_normal(y.shape).astype(np.float32)
-    fused = pool.backward_through(act, g)
-    assert fused is not None
-    expected = two_step(act, pool, g)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    if special:                                    # and NaN, infinities, signed zeros in G
+        g.reshape(-1)[rng.integers(0, g.size, 3)] = rng.choice([np.nan, np.inf, -np.inf, -0.0], 3)
+    with np.errstate(invalid="ignore"):            # inf * 0 is NaN, in both forms alike
+        fused = pool.backward_through(act, g)
+        assert fused is not None
+        expected = two_step(act, pool, g)
+        again = pool.backward_through(act, g)      # a second call gives the same
     np.testing.assert_array_equal(fused, expected)
+    np.testing.assert_array_equal(np.signbit(fused), np.signbit(expected))
+    np.testing.assert_array_equal(again, fused)
     assert fused.shape == z.shape and fused.dtype == z.dtype
-    assert np.argsort([-s for s in fused.strides]).tolist() == np.argsort([-s for s in z.strides]).tolist()
+    def order(a):                                  # the memory order of the axes longer than 1
+        return sorted((ax for ax in range(a.ndim) if a.shape[ax] > 1), key=lambda ax: -a.strides[ax])
+    assert order(fused) == order(z)
 
 
 @pytest.mark.parametrize("case", ["overlap", "padding", "leftover", "stride_gt_kernel", "nan", "eval"])
@@ -108,7 +119,7 @@ def test_lenet_backward_takes_one_step_per_pair_with_the_same_gradients(activati
         np.testing.assert_array_equal(a, b)
 
 
-def test_chain_backward_fuses_inside_sequential_and_keeps_input_grad():
+def test_chain_backward_fuses_inside_sequential_and_keeps_input_grad(monkeypatch):
     """Sequential goes back through chain_backward too; a pair at the very front is not fused
     (the first layer decides on input_grad), and a reshape entry (None) is undone."""
     rng = np.random.default_rng(3)
@@ -120,7 +131,14 @@ def test_chain_backward_fuses_inside_sequential_and_keeps_input_grad():
     expected = g
     for m in reversed(layers):
         expected = m.backward(expected)
+    relu_calls = []
+
+    def counted(self, *a, original=nn.ReLU.backward, **k):
+        relu_calls.append(1)
+        return original(self, *a, **k)
+    monkeypatch.setattr(nn.ReLU, "backward", counted)
     np.testing.assert_array_equal(seq.backward(g), expected)
+    assert relu_calls == []                       # ReLU went back inside the last pool's step
     assert seq.backward(g, input_grad=False) is None
     np.testing.assert_array_equal(
         chain_backward(layers + [None], g.reshape(2, -1), reshape_to=y.shape), expected)
@@ -166,3 +184,29 @@ def _torch_layers(torch, net):
         else:
             out.append(torch.nn.MaxPool2d(m.kernel_size, m.stride))
     return out
+
+
+def test_an_activation_that_overrides_backward_keeps_it():
+    """A subclass that overrides backward alone must see its backward run: the pool declines.
+    One that overrides grad_from_output is used in the joint step."""
+    class LoggedSigmoid(nn.Sigmoid):
+        calls = 0
+
+        def backward(self, grad_out, input_grad=True):
+            type(self).calls += 1
+            return super().backward(grad_out, input_grad)
+
+    class HalfSigmoid(nn.Sigmoid):
+        @staticmethod
+        def grad_from_output(grad_out, y):
+            return nn.Sigmoid.grad_from_output(grad_out, y) / 2
+
+    z = np.random.default_rng(5).standard_normal((2, 3, 4, 4)).astype(np.float32)
+    g = np.ones((2, 3, 2, 2), dtype=np.float32)
+    seq = nn.Sequential(nn.ReLU(), LoggedSigmoid(), nn.MaxPool2d(2))
+    seq(z)
+    seq.backward(g)
+    assert LoggedSigmoid.calls == 1
+    act, pool = HalfSigmoid(), nn.MaxPool2d(2)
+    pool(act(z))
+    np.testing.assert_array_equal(pool.backward_through(act, g), act.backward(pool.backward(g)))

@@ -16,6 +16,8 @@ from benchmarks.contenders import LenetNpRunner, TorchRunner, end_to_end
 from benchmarks.datasets import BATCH_SIZE, synthetic_data
 from benchmarks.per_layer import flop_counts
 
+from .test_data import real_data_installed
+
 
 @pytest.fixture(scope="module")
 def data():
@@ -96,7 +98,9 @@ def test_readme_loop_runs_the_readme_code_and_trains():
     assert namespace["loss"] < first
 
 
+@pytest.mark.skipif(not real_data_installed(), reason="Fashion-MNIST is not installed (make data)")
 def test_command_step_reads_one_epoch_of_the_training_command():
+    """One real epoch of python -m lenet_np.train (about 4 s), read back as a step time."""
     from benchmarks import readme_loop
 
     res = readme_loop.command_step(epochs=1)

@@ -91,16 +91,14 @@ def assert_conv_matches_reference(xp, fast, ref, x, rng):
        p=st.integers(0, 2), h=st.integers(5, 30), w=st.integers(5, 30), seed=st.integers(0, 2**16))
 def test_conv_band_form_matches_reference(xp, n, c, o, kh, kw, p, h, w, seed):
     """Stride 1: the band form (one product with the banded weights) against the reference,
-    outputs and all three gradients; "auto" takes it on the CPU for narrow images (any width
-    up to 32 with one input channel, up to 3 kernel widths with few output channels)."""
+    outputs and all three gradients, any number of channels; "auto" takes the band or the wide
+    form on the CPU and the strided one on a GPU."""
     rng = np.random.default_rng(seed)
     ref = nn.Conv2d(c, o, (kh, kw), 1, p, rng=np.random.default_rng(seed), impl="reference").double()
     fast = nn.Conv2d(c, o, (kh, kw), 1, p, rng=np.random.default_rng(seed), impl="band").double()
     auto = nn.Conv2d(c, o, (kh, kw), 1, p, impl="auto")
-    band = w + 2 * p <= (32 if c == 1 else 3 * kw)
-    expected = "strided" if xp is not np else "band" if band else "wide"
-    assert auto.path_for(xp.zeros((n, c, h, w), dtype=np.float32)) == expected
-    assert fast._use_band((n, c, h, w)) == band
+    path = auto.path_for(xp.zeros((n, c, h, w), dtype=np.float32))
+    assert path == "strided" if xp is not np else path in ("band", "wide")
     x, g = assert_conv_matches_reference(xp, fast, ref, rng.standard_normal((n, c, h, w)), rng)
     fast.zero_grad()
     fast(x)
@@ -444,6 +442,51 @@ def test_loss_backward_leaves_logits_and_cache_alone(xp):
     loss_fn.backward()
     np.testing.assert_array_equal(to_np(z), z0)
     np.testing.assert_array_equal(to_np(loss_fn._cache[0]), probs)
+
+
+@pytest.mark.parametrize("c,o,k,width,padding,expected", [
+    (1, 6, 5, 28, 0, "band"),        # LeNet's conv.0 (and d2l's, padded to 32)
+    (1, 6, 5, 28, 2, "band"),
+    (1, 6, 5, 36, 0, "wide"),        # wider than 32
+    (1, 6, 3, 28, 0, "wide"),        # more than 7 kernel widths
+    (1, 6, 1, 8, 0, "wide"),
+    (6, 16, 5, 12, 0, "band"),       # LeNet's conv.3
+    (6, 16, 5, 14, 0, "band"),       # d2l's conv.3
+    (6, 16, 5, 16, 0, "wide"),       # more than 3 kernel widths
+    (16, 33, 5, 12, 0, "wide"),      # more than 32 output channels
+    (64, 32, 5, 12, 0, "band"),
+    (512, 32, 5, 12, 0, "wide"),     # the banded weights would pass 4M entries
+])
+def test_auto_takes_the_band_form_where_it_was_measured_faster(c, o, k, width, padding, expected):
+    layer = nn.Conv2d(c, o, k, padding=padding)
+    assert layer.path_for(np.zeros((2, c, width, width), dtype=np.float32)) == expected
+    assert nn.Conv2d(c, o, k, stride=2).path_for(np.zeros((2, c, width, width), dtype=np.float32)) == "strided"
+
+
+def test_one_layer_forward_from_two_threads_at_once():
+    """A band layer in evaluation mode may run in several threads at once (as a model shared
+    by threads for inference): each forward's output is its own input's, whatever the other
+    thread does with the layer's buffers."""
+    import threading
+
+    rng = np.random.default_rng(11)
+    layer = nn.Conv2d(1, 6, 5, rng=np.random.default_rng(1)).eval()
+    xs = [rng.random((64, 1, 28, 28), dtype=np.float32) for _ in range(2)]
+    want = [nn.Conv2d(1, 6, 5, rng=np.random.default_rng(1))(x) for x in xs]
+    assert layer.path_for(xs[0]) == "band"
+    wrong = []
+
+    def run(i):
+        for _ in range(300):
+            if not np.array_equal(layer(xs[i]), want[i]):
+                wrong.append(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not wrong
 
 
 def test_impl_names_are_checked():

@@ -35,7 +35,8 @@ CuPy, and the tests check each against the reference:
   straight from it.
 * ``"band"`` (stride 1): one product of the images' row bands with a banded weight
   matrix (im2col.py), whose output is an (N, O, OH, OW) view of (N, OH, O, OW) memory.
-  LeNet's convolutions.
+  LeNet's convolutions. Meant for narrow images: the banded matrix has KH*C*WP x O*OW
+  entries.
 
 ``"auto"`` (the default; ``"fast"`` is the same) picks per backend: on the CPU, ``band``
 where it pays (narrow images, few output channels: ``_use_band``), else ``wide`` for stride
@@ -193,19 +194,23 @@ class Conv2d(Module):
 
     def _use_band(self, x_shape):
         """The band form (im2col.py) for stride 1 where its WP/KW times the multiply-adds cost
-        less than im2col's KH*KW copies and its thin product (O rows). Measured at batch 128,
-        one thread, forward and both gradients, band against wide:
-        one input channel: faster up to a padded width of 36 (LeNet's 28x28 input: 1.2x);
-        6 -> 16 channels, 5x5: 1.2x at width 12 (LeNet's conv.3), 1.3x at 14 and 16, 0.9x at 24;
-        16 -> 32 channels, 5x5: 1.2x at width 12, 0.95x at 16; 32 -> 64 channels, 3x3: 0.75x
-        even at width 8. Hence: one input channel and a padded width up to 32, or at most 32
-        output channels and a padded width up to 3 kernel widths."""
+        less than im2col's copies and its thin product (O rows). Measured at batch 128, one
+        thread, forward and both gradients, band against wide: one input channel, 5x5: 1.27x
+        at padded width 28 (LeNet's conv.0), 0.97x at 36; 3x3 at 28: 0.83x; 1x1: 0.68x.
+        6 -> 16 channels, 5x5: 1.09x at width 12 (LeNet's conv.3), 1.27x at 14, 0.95x at 16 to
+        24; 16 -> 32 channels, 5x5: 1.39x at 12, 0.98x at 16; 3x3 at 12: 0.64x; 64 -> 32, 5x5,
+        at 12: 1.47x; 32 -> 64 channels, 3x3 at 8: 0.77x. Hence: one input channel and a
+        padded width up to 32 and 7 kernel widths, or at most 32 output channels and a padded
+        width up to 3 kernel widths; and never a banded weight matrix over 4M entries."""
         if self.stride != (1, 1):
             return False
-        wp, kw = x_shape[3] + 2 * self.padding[1], self.kernel_size[1]
-        if self.in_channels == 1:
-            return wp <= 32
-        return self.out_channels <= 32 and wp <= 3 * kw
+        (kh, kw), c, o = self.kernel_size, self.in_channels, self.out_channels
+        wp = x_shape[3] + 2 * self.padding[1]
+        if kh * c * wp * o * (wp - kw + 1) > 1 << 22:
+            return False
+        if c == 1:
+            return wp <= min(32, 7 * kw)
+        return o <= 32 and wp <= 3 * kw
 
     # -- reference: 6-D columns and tensordot -------------------------------------------
     def _forward_reference(self, x):
@@ -238,17 +243,18 @@ class Conv2d(Module):
         (kh, kw), (ph, pw) = self.kernel_size, self.padding
         o = self.out_channels
         oh, ow, wp = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1, w + 2 * pw
-        # The last forward's band and T are overwritten when the shapes match: fresh arrays of
+        # The last forward's band and T are written over when the shapes match: fresh arrays of
         # this size made the kernel fault their pages in again on every call (measured
         # alternating, batch 256 on two threads: the evaluation forward 5.9 -> 4.8 ms, the
-        # training step 15.5 -> 14.3 ms). Only the cache holds them, and the cache is the
-        # last forward's anyway.
-        old = self._cache if isinstance(self._cache, _BandCache) else None
-        band = image_bands(pad2d(x, ph, pw), kh, out=None if old is None else old.band)  # (N*OH, KH*C*WP)
+        # training step 15.5 -> 14.3 ms). A forward takes them with one dict.pop, which no
+        # other thread can interleave with: a second forward running at the same time on this
+        # layer finds none and allocates its own.
+        spare = self.__dict__.pop("_cache_band_spare", None)
+        band = image_bands(pad2d(x, ph, pw), kh, out=None if spare is None else spare[0])  # (N*OH, KH*C*WP)
         rows, cols = band_index(xp, c, kh, kw, wp, ow, o)            # cached per shape
         shape = (kh * c * wp, o * ow)
-        if old is not None and _reusable(old.t, xp, shape, x.dtype):
-            t = old.t                       # same shape, so zero in the same places: rewrite W only
+        if spare is not None and _reusable(spare[1], xp, shape, x.dtype):
+            t = spare[1]                    # same shape, so zero in the same places: rewrite W only
         else:
             t = xp.zeros(shape, dtype=x.dtype)                       # the banded weights
         t[rows, cols] = self.weight.data[..., None]
@@ -256,6 +262,7 @@ class Conv2d(Module):
         if self.bias is not None:
             y += xp.repeat(self.bias.data, ow)
         self._cache = _BandCache(x.shape, band, t, (rows, cols))
+        self._cache_band_spare = (band, t)    # for the next forward (clear_cache drops it too)
         return y.reshape(n, oh, o, ow).transpose(0, 2, 1, 3)          # view (N, O, OH, OW)
 
     def _backward_band(self, grad_out, input_grad):

@@ -165,7 +165,8 @@ def conv_transpose_wide(weight, g, x_shape_cnhw, ph: int = 0, pw: int = 0):
 # The columns run (i, c, w), kernel row outermost, so that the backward adds dL/dband back
 # to the images one kernel row at a time in runs of C*WP values.
 #
-# It does WP/KW times the multiply-adds of im2col, but copies KW times fewer values and
+# It does WP/KW times the multiply-adds of im2col, but copies KW*OW/WP times fewer values
+# (KH*C*WP per output row against im2col's KH*C*KW per output pixel) and
 # gives BLAS a product with two large dimensions instead of O x C*KH*KW x (N*OH*WP), whose
 # O (6 or 16 in LeNet) is too small for BLAS to get near its peak.
 

@@ -283,16 +283,32 @@ class MaxPool2d(_Pool2d):
         each pixel receives at most one window's gradient, and the result equals the two
         steps' bit for bit. Otherwise (overlapping windows, padding, pixels outside every
         window), and for an output that holds a NaN (whose non-winning pixels the two steps
-        would also set to NaN), after an evaluation-mode forward, and on the reference path,
-        it returns None."""
+        would also set to NaN), after an evaluation-mode forward, on the reference path and on
+        a GPU (where the NaN check is not read back), it returns None; and so it does for an
+        activation class that overrides ``backward`` without its own ``grad_from_output``,
+        whose ``backward`` would otherwise be skipped. (A ``backward`` replaced on the
+        instance is skipped: wrap ``backward_through`` as well to see every call.)
+
+        The output this pooling returned is what it uses: changing that array in place before
+        the backward changes the gradient, as it would for Sigmoid, whose backward reads its
+        own output."""
         grad_from_output = getattr(activation, "grad_from_output", None)
         cache = self._cache
         if (grad_from_output is None or not isinstance(cache, _OffsetsCache) or cache.y is None
-                or cache.nan is not False or not self._tiles(cache.x_shape)):
+                or cache.nan is not False or not self._tiles(cache.x_shape)
+                or not _derivative_is_backwards(type(activation))):
             return None
         check_grad(self, grad_out, cache.y.shape)
         xp = backend.get_array_module(grad_out)
         return self._route(xp, grad_from_output(grad_out, cache.y))
+
+
+def _derivative_is_backwards(cls) -> bool:
+    """The class's ``backward`` is defined where its ``grad_from_output`` is, or above it: a
+    subclass that overrides ``backward`` alone must have that ``backward`` run."""
+    backward_owner = next(k for k in cls.__mro__ if "backward" in k.__dict__)
+    derivative_owner = next(k for k in cls.__mro__ if "grad_from_output" in k.__dict__)
+    return issubclass(derivative_owner, backward_owner)
 
 
 def memory_order(x) -> tuple:

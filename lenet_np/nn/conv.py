@@ -243,12 +243,15 @@ class Conv2d(Module):
         (kh, kw), (ph, pw) = self.kernel_size, self.padding
         o = self.out_channels
         oh, ow, wp = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1, w + 2 * pw
-        # The last forward's band and T are written over when the shapes match: fresh arrays of
-        # this size made the kernel fault their pages in again on every call (measured
-        # alternating, batch 256 on two threads: the evaluation forward 5.9 -> 4.8 ms, the
-        # training step 15.5 -> 14.3 ms). A forward takes them with one dict.pop, which no
-        # other thread can interleave with: a second forward running at the same time on this
-        # layer finds none and allocates its own.
+        # The last forward's band and T are written over when the shapes match. Fresh arrays of
+        # this size had the kernel fault their pages in again on every call in a process that
+        # has not yet freed larger blocks (glibc then returns such blocks to the kernel): the
+        # evaluation forward of a batch of 256 on two threads took 5.8-5.9 ms instead of
+        # 4.7-4.9, the training step 12.6-14.3 instead of 11.6-13.6 (alternating, fresh
+        # processes). After a process has loaded the data set, the two are equal (4.66 and
+        # 4.57-4.66 ms; 12.1-12.4 and 12.3). A forward takes the buffers with one dict.pop,
+        # which no other thread can interleave with: a second forward running at the same time
+        # on this layer finds none and allocates its own.
         spare = self.__dict__.pop("_cache_band_spare", None)
         band = image_bands(pad2d(x, ph, pw), kh, out=None if spare is None else spare[0])  # (N*OH, KH*C*WP)
         rows, cols = band_index(xp, c, kh, kw, wp, ow, o)            # cached per shape

@@ -410,6 +410,9 @@ NO_WRITE_CASES = [
     ("flatten", nn.Flatten, (2, 3, 2)),
     ("lenet", lambda: ln.LeNet(seed=0), (2, 1, 28, 28)),
     ("lenet-eval", lambda: ln.LeNet(seed=0).eval(), (2, 1, 28, 28)),
+    ("batchnorm2d", lambda: nn.BatchNorm2d(3), (2, 3, 4, 4)),
+    ("batchnorm2d-eval", lambda: nn.BatchNorm2d(3).eval(), (2, 3, 4, 4)),
+    ("batchnorm1d", lambda: nn.BatchNorm1d(5), (4, 5)),
 ]
 
 

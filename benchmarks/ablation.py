@@ -19,8 +19,7 @@ import lenet_np as ln
 from lenet_np.nn import activation
 from lenet_np.nn import conv as conv_module
 from lenet_np.nn.activation import sigmoid
-from lenet_np.nn.conv import _reusable
-from lenet_np.nn.im2col import col2im_wide, conv_transpose_wide, im2col_wide, image_bands
+from lenet_np.nn.im2col import col2im_wide, conv_transpose_wide, im2col_wide, image_bands, reusable
 from lenet_np.parallel import DataParallel, default_workers
 
 from .datasets import random_batch
@@ -161,12 +160,12 @@ def rows(batch):
                 if clipped:
                     activation.sigmoid = clipped_sigmoid
                 if fresh_bands:                  # the band form without its buffers from last time
-                    conv_module.image_bands, conv_module._reusable = fresh_image_bands, never
+                    conv_module.image_bands, conv_module.reusable = fresh_image_bands, never
                 try:
                     run()
                 finally:
                     activation.sigmoid = sigmoid
-                    conv_module.image_bands, conv_module._reusable = image_bands, _reusable
+                    conv_module.image_bands, conv_module.reusable = image_bands, reusable
             return as_before
 
         where = f"DataParallel, {workers} threads"

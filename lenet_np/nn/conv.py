@@ -62,6 +62,7 @@ from .im2col import (
     im2col_wide,
     image_bands,
     pad2d,
+    reusable,
     windows,
 )
 from .init import make_rng, uniform_fan_in
@@ -88,11 +89,6 @@ class _BandCache(NamedTuple):
     band: object          # (N*OH, KH*WP) row bands of the padded images
     t: object             # (KH*WP, O*OW) banded weights
     index: tuple          # (rows, cols) of T where the weights sit
-
-
-def _reusable(a, xp, shape, dtype) -> bool:
-    """a can be written over for an array of this shape and dtype on xp's device."""
-    return backend.get_array_module(a) is xp and a.shape == shape and a.dtype == dtype
 
 
 def check_impl(layer: str, impl, impls=IMPLS) -> str:
@@ -256,7 +252,7 @@ class Conv2d(Module):
         band = image_bands(pad2d(x, ph, pw), kh, out=None if spare is None else spare[0])  # (N*OH, KH*C*WP)
         rows, cols = band_index(xp, c, kh, kw, wp, ow, o)            # cached per shape
         shape = (kh * c * wp, o * ow)
-        if spare is not None and _reusable(spare[1], xp, shape, x.dtype):
+        if spare is not None and reusable(spare[1], xp, shape, x.dtype):
             t = spare[1]                    # same shape, so zero in the same places: rewrite W only
         else:
             t = xp.zeros(shape, dtype=x.dtype)                       # the banded weights

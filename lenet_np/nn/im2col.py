@@ -180,6 +180,13 @@ def band_index(xp, c: int, kh: int, kw: int, wp: int, ow: int, o: int):
     return ii * (c * wp) + cc * wp + ww + jj, oo * ow + ww
 
 
+def reusable(a, xp, shape, dtype) -> bool:
+    """a (or None) can be written over as a new C-contiguous array of this shape and dtype
+    on xp's device."""
+    return (a is not None and backend.get_array_module(a) is xp and a.shape == shape and a.dtype == dtype
+            and a.flags.c_contiguous)
+
+
 def image_bands(x_pad, kh: int, out=None):
     """(N, C, HP, WP) padded images -> band (N*OH, KH*C*WP): for each output row r, image
     rows r .. r+KH-1 of every channel, row i of all channels before row i+1 (one strided copy).
@@ -190,8 +197,7 @@ def image_bands(x_pad, kh: int, out=None):
     oh = hp - kh + 1
     s_n, s_c, s_h, s_w = x_pad.strides
     view = backend.sliding_windows(x_pad, (n, oh, kh, c, wp), (s_n, s_h, s_h, s_c, s_w))
-    if not (out is not None and backend.get_array_module(out) is xp and out.shape == (n * oh, kh * c * wp)
-            and out.dtype == x_pad.dtype and out.flags.c_contiguous):
+    if not reusable(out, xp, (n * oh, kh * c * wp), x_pad.dtype):
         out = xp.empty((n * oh, kh * c * wp), dtype=x_pad.dtype)
     out.reshape(n, oh, kh, c, wp)[...] = view
     return out

@@ -466,30 +466,51 @@ def test_auto_takes_the_band_form_where_it_was_measured_faster(c, o, k, width, p
     assert nn.Conv2d(c, o, k, stride=2).path_for(np.zeros((2, c, width, width), dtype=np.float32)) == "strided"
 
 
-def test_one_layer_forward_from_two_threads_at_once():
+def test_one_layer_forward_from_two_threads_at_once(monkeypatch):
     """A band layer in evaluation mode may run in several threads at once (as a model shared
     by threads for inference): each forward's output is its own input's, whatever the other
-    thread does with the layer's buffers."""
+    thread does with the layer's buffers. The interleaving is forced, not hoped for: thread A
+    stops right after it has written its band into the layer's spare buffer, thread B runs a
+    whole forward on another input, then A finishes."""
     import threading
+
+    from lenet_np.nn import conv
 
     rng = np.random.default_rng(11)
     layer = nn.Conv2d(1, 6, 5, rng=np.random.default_rng(1)).eval()
     xs = [rng.random((64, 1, 28, 28), dtype=np.float32) for _ in range(2)]
     want = [nn.Conv2d(1, 6, 5, rng=np.random.default_rng(1))(x) for x in xs]
     assert layer.path_for(xs[0]) == "band"
-    wrong = []
+    layer(xs[1])                                     # the spare buffers exist: the next forward reuses them
+    a_has_band, b_done = threading.Event(), threading.Event()
+    real = conv.image_bands
 
-    def run(i):
-        for _ in range(300):
-            if not np.array_equal(layer(xs[i]), want[i]):
-                wrong.append(i)
+    def image_bands(*args, **kwargs):
+        band = real(*args, **kwargs)
+        if threading.current_thread().name == "A":
+            a_has_band.set()
+            assert b_done.wait(30), "thread B did not finish its forward"
+        return band
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    monkeypatch.setattr(conv, "image_bands", image_bands)
+    got = {}
+
+    def run(name, i):
+        if name == "B":
+            assert a_has_band.wait(30), "thread A never reached its band"
+        got[name] = layer(xs[i])
+        if name == "B":
+            b_done.set()
+
+    threads = [threading.Thread(target=run, args=(name, i), name=name) for name, i in (("A", 0), ("B", 1))]
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
-    assert not wrong
+        t.join(60)
+    assert a_has_band.is_set() and b_done.is_set() and set(got) == {"A", "B"}
+    np.testing.assert_array_equal(got["A"], want[0])
+    np.testing.assert_array_equal(got["B"], want[1])
+    np.testing.assert_array_equal(layer(xs[0]), want[0])      # and the buffers left behind still work
 
 
 def test_impl_names_are_checked():

@@ -5,11 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RUNS   := runs
 
-.PHONY: help test lint train data bench gpu-check figures notebooks clean
+.PHONY: help test test-numerics-low lint train data bench gpu-check figures notebooks clean
 
 help:
 	@echo "make train      set up, fetch Fashion-MNIST, train the book's LeNet (5 epochs)"
 	@echo "make test       set up, fetch the data, lint and run the test suite"
+	@echo "make test-numerics-low  the numerics tests again, one SIMD level below this CPU's"
 	@echo "make lint       ruff"
 	@echo "make data       make Fashion-MNIST available (Debian package or download)"
 	@echo "make bench      CPU benchmarks (report in benchmarks/results/)"
@@ -46,6 +47,26 @@ lint: $(STAMP)
 test: $(STAMP) data
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+	$(MAKE) --no-print-directory test-numerics-low
+
+# Rounding follows the CPU: NumPy's SIMD dispatch, OpenBLAS's kernels, torch's own kernels, MKL
+# and oneDNN. The tests marked `numerics` run once more with all of them held one level below
+# this CPU's (AVX-512 -> AVX2, AVX2 -> x86-64-v2), as on a user's older CPU.
+AVX2_LEVEL := NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR" OPENBLAS_CORETYPE=Haswell \
+  ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
+V2_LEVEL := NPY_DISABLE_CPU_FEATURES="X86_V3 X86_V4 AVX512_ICL AVX512_SPR" OPENBLAS_CORETYPE=Nehalem \
+  ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2 ONEDNN_MAX_CPU_ISA=SSE41
+
+test-numerics-low: $(STAMP)
+	@if grep -qw avx512f /proc/cpuinfo; then \
+	  echo "numerics tests at the AVX2 level (this CPU has AVX-512)"; \
+	  $(AVX2_LEVEL) $(BIN)/python -m pytest -q -m numerics; \
+	elif grep -qw avx2 /proc/cpuinfo; then \
+	  echo "numerics tests at the x86-64-v2 level (this CPU has AVX2)"; \
+	  $(V2_LEVEL) $(BIN)/python -m pytest -q -m numerics; \
+	else \
+	  echo "numerics tests: no SIMD level below this CPU's to emulate"; \
+	fi
 
 train: $(STAMP) data
 	mkdir -p $(RUNS)

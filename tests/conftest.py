@@ -27,6 +27,23 @@ REAL_GPU = backend.cupy_available()
 if not REAL_GPU:
     backend.use_cuda_module(cupy_standin.module)
 
+def simd_level() -> str:
+    """The SIMD level NumPy dispatches to and OpenBLAS's kernels: they set the rounding of
+    every float32 sum (make test-numerics-low holds them one level lower)."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as feats
+    except ImportError:                                  # NumPy 1.x
+        from numpy.core._multiarray_umath import __cpu_features__ as feats
+    level = next((lv for lv in ("X86_V4", "X86_V3", "X86_V2") if feats.get(lv)), "baseline")
+    from threadpoolctl import threadpool_info
+    blas = ", ".join(f"{i['internal_api']} {i.get('architecture', '?')}" for i in threadpool_info()) or "none loaded"
+    return f"NumPy {level}, BLAS {blas}"
+
+
+def pytest_report_header(config):
+    return f"numerics: {simd_level()}"
+
+
 requires_gpu = pytest.mark.skipif(not REAL_GPU, reason="needs CuPy and a CUDA device (the stand-in runs elsewhere)")
 
 

@@ -255,3 +255,11 @@ def torch_floor(model, batches, make_optimizer=None, device="cpu", trials: int =
 def torch_step_floor(model, x, y=None, g=None, device="cpu", trials: int = TRIALS) -> Floor:
     """``torch_floor`` of one forward and backward, no optimizer."""
     return torch_floor(model, [(x, y, g)], device=device, trials=trials)
+
+
+def sum_bound(n_terms, abs_sum, u: float = U32):
+    """The worst-case rounding of a float32 sum of n_terms terms, in any order:
+    gamma_n * sum|terms|, gamma_n = n u / (1 - n u) (Higham, Accuracy and Stability of
+    Numerical Algorithms, 3.1). For where the terms are few and known: a rigorous bound."""
+    n = np.asarray(n_terms, dtype=np.float64)
+    return n * u / (1 - n * u) * np.asarray(abs_sum, dtype=np.float64)

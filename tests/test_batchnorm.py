@@ -15,6 +15,8 @@ from . import cupy_standin as cs
 from .conftest import REAL_GPU, to_np
 from .numerics import torch_step_floor
 
+pytestmark = pytest.mark.numerics   # run again at a lower SIMD level: make test-numerics-low
+
 TOL = 1e-6
 
 

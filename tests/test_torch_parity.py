@@ -15,6 +15,8 @@ from lenet_np import nn
 from .conftest import to_np
 from .numerics import function_floor, torch_floor, torch_step_floor
 
+pytestmark = pytest.mark.numerics   # run again at a lower SIMD level: make test-numerics-low
+
 torch = pytest.importorskip("torch", reason="the reference tests need torch==2.13.0 (pip install -e '.[test]')")
 F = torch.nn.functional
 torch.set_num_threads(2)

@@ -123,8 +123,9 @@ def conditioning_floor(run, eps: float = U32, trials: int = TRIALS, seed: int = 
     for t in range(trials):
         out = run(Jitter(eps, seed + 1 + t))
         for k, v in out.items():
-            d = np.abs(as_float64(v) - ref[k])
-            spread[k] = max(spread[k], float(d[np.isfinite(d)].max()) if np.isfinite(d).any() else 0.0)
+            finite = np.isfinite(ref[k])                 # NaN and inf are compared exactly
+            d = np.abs(as_float64(v)[finite] - ref[k][finite])
+            spread[k] = max(spread[k], float(d.max()) if d.size else 0.0)
     return Floor(ref, spread, eps)
 
 

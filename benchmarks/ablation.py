@@ -17,8 +17,10 @@ import numpy as np
 
 import lenet_np as ln
 from lenet_np.nn import activation
-from lenet_np.nn import conv as conv_module
 from lenet_np.nn.activation import sigmoid
+from lenet_np.nn.fast import conv as conv_module
+from lenet_np.nn.fast import pooling as fast_pooling
+from lenet_np.nn.fast.pooling import backward_through
 from lenet_np.nn.im2col import col2im_wide, conv_transpose_wide, im2col_wide, image_bands, reusable
 from lenet_np.parallel import DataParallel, default_workers
 
@@ -50,6 +52,10 @@ def fresh_image_bands(x_pad, kh, out=None):
 
 def never(*args):
     return False
+
+
+def decline(pool, activation, grad):
+    return None
 
 
 def forward_backward(layer, x, g, input_grad=True):
@@ -87,7 +93,7 @@ def rows(batch):
         g = rng.standard_normal((batch, 6, 12, 12), dtype=np.float32)
         pool(act(conv_out))
         if joint:
-            return lambda: pool.backward_through(act, g)
+            return lambda: fast_pooling.backward_through(pool, act, g)
         return lambda: act.backward(pool.backward(g))
     yield "sigmoid + max pool backward (conv.1, conv.2)", "two steps", "backward_through", \
         sigmoid_pool_backward(False), sigmoid_pool_backward(True)
@@ -106,15 +112,13 @@ def rows(batch):
         conv = ln.nn.Conv2d(6, 16, 5, rng=np.random.default_rng(1), impl=impl)
         xin = rng.random((batch, 6, 12, 12), dtype=np.float32)
         return forward_backward(conv, xin, rng.standard_normal((batch, 16, 8, 8), dtype=np.float32))
-    yield "conv.3 (6->16, 5x5), forward + backward", "reference (tensordot)", "fast (band form)", \
+    yield "conv.3 (6->16, 5x5), forward + backward", "reference (one im2col product)", "fast (band form)", \
         conv_pair("reference"), conv_pair("fast")
     yield "conv.3 (6->16, 5x5), forward + backward", "wide im2col", "band form", \
         conv_pair("wide"), conv_pair("fast")
 
     def conv0_pair(band):
-        conv = ln.nn.Conv2d(1, 6, 5, rng=np.random.default_rng(1))
-        if not band:
-            conv._use_band = lambda shape: False
+        conv = ln.nn.Conv2d(1, 6, 5, rng=np.random.default_rng(1), impl="band" if band else "wide")
         g = rng.standard_normal((batch, 6, 24, 24), dtype=np.float32)
         return forward_backward(conv, x, g, input_grad=False)
     yield "conv.0 (1->6, 5x5), forward + weight gradient", "wide im2col", "band form", \
@@ -145,15 +149,11 @@ def rows(batch):
             net = ln.LeNet(seed=0)
             if wide:
                 net.conv[3].impl = "wide"
-            if two_steps:
-                for m in net.conv:
-                    if isinstance(m, ln.nn.MaxPool2d):
-                        m.backward_through = lambda act, grad: None
             model = DataParallel(net, workers)
             run = training_step(net, model, x, y) if train else (lambda: model(x))
             if not train:
                 net.eval()
-            if not (clipped or fresh_bands):
+            if not (clipped or fresh_bands or two_steps):
                 return run
 
             def as_before():
@@ -161,10 +161,13 @@ def rows(batch):
                     activation.sigmoid = clipped_sigmoid
                 if fresh_bands:                  # the band form without its buffers from last time
                     conv_module.image_bands, conv_module.reusable = fresh_image_bands, never
+                if two_steps:                    # every activation and pool back one at a time
+                    fast_pooling.backward_through = decline
                 try:
                     run()
                 finally:
                     activation.sigmoid = sigmoid
+                    fast_pooling.backward_through = backward_through
                     conv_module.image_bands, conv_module.reusable = image_bands, reusable
             return as_before
 

@@ -49,10 +49,39 @@ def seed_torch_lenet_class():
     return LeNet
 
 
-def make_lenet_np(seed=0, impl="fast", device="cpu"):
+def book_model(variant):
+    """The book's PyTorch LeNet for ``variant``, with its own activations (sigmoid) and pooling."""
+    from torch import nn
+    if variant == "classic":
+        return seed_torch_lenet_class()()
+    if variant == "d2l":
+        layers = [nn.Conv2d(1, 6, kernel_size=5, padding=2), nn.Sigmoid(), nn.AvgPool2d(kernel_size=2, stride=2),
+                  nn.Conv2d(6, 16, kernel_size=5), nn.Sigmoid(), nn.AvgPool2d(kernel_size=2, stride=2), nn.Flatten(),
+                  nn.Linear(16 * 5 * 5, 120), nn.Sigmoid(), nn.Linear(120, 84), nn.Sigmoid(), nn.Linear(84, 10)]
+    elif variant == "batchnorm":
+        layers = [nn.Conv2d(1, 6, kernel_size=5), nn.BatchNorm2d(6), nn.Sigmoid(),
+                  nn.AvgPool2d(kernel_size=2, stride=2), nn.Conv2d(6, 16, kernel_size=5), nn.BatchNorm2d(16),
+                  nn.Sigmoid(), nn.AvgPool2d(kernel_size=2, stride=2), nn.Flatten(),
+                  nn.Linear(256, 120), nn.BatchNorm1d(120), nn.Sigmoid(),
+                  nn.Linear(120, 84), nn.BatchNorm1d(84), nn.Sigmoid(), nn.Linear(84, 10)]
+    else:
+        raise ValueError(f"variant must be one of classic, d2l, batchnorm, got {variant!r}")
+
+    class LeNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(*layers)
+
+        def forward(self, x):
+            return self.net(x)
+
+    return LeNet()
+
+
+def make_lenet_np(seed=0, impl="fast", device="cpu", variant="classic"):
     import lenet_np as ln
 
-    net = ln.LeNet(seed=seed)
+    net = ln.LeNet(seed=seed, variant=variant)
     set_impl(net, impl)
     if device != "cpu":
         net.to(device)
@@ -67,12 +96,12 @@ def set_impl(net, impl):
     return net
 
 
-def make_torch_lenet(seed=0, device="cpu"):
-    """The book's PyTorch model with the same initial weights as ``lenet_np.LeNet(seed=seed)``."""
+def make_torch_lenet(seed=0, device="cpu", variant="classic"):
+    """The book's PyTorch model with the same initial weights as ``lenet_np.LeNet(seed=seed, variant=variant)``."""
     import torch
 
-    tnet = seed_torch_lenet_class()()
-    sd = make_lenet_np(seed).state_dict()
+    tnet = book_model(variant)
+    sd = make_lenet_np(seed, variant=variant).state_dict()
     tnet.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in sd.items()})
     return tnet.to(device)
 
@@ -97,7 +126,8 @@ class Runner:
 class LenetNpRunner(Runner):
     """lenet_np training and evaluation (NumPy, or CuPy with device="cuda"): the book's settings."""
 
-    def __init__(self, data=None, device="cpu", impl="fast", seed=0, batch_size=BATCH_SIZE, lr=LR, workers=None):
+    def __init__(self, data=None, device="cpu", impl="fast", seed=0, batch_size=BATCH_SIZE, lr=LR, workers=None,
+                 variant="classic"):
         """``workers``: on the CPU, threads that share each batch as ``python -m lenet_np.train``
         does (None: as train's default, one per core up to 4; 1: no threads). The reference
         implementation runs single-threaded unless told otherwise, so that it stays the plain path."""
@@ -108,7 +138,7 @@ class LenetNpRunner(Runner):
         self.name = f"lenet_np-{'cupy' if device == 'cuda' else 'numpy'}" + ("" if impl == "fast" else f"-{impl}")
         self.device, self.batch_size = device, batch_size
         self.xp = backend.xp_for(device)
-        self.net = make_lenet_np(seed, impl, device)
+        self.net = make_lenet_np(seed, impl, device, variant)
         if workers is None:
             workers = default_workers() if impl == "fast" else 1
         self.workers = workers if device == "cpu" else 1
@@ -157,14 +187,15 @@ class LenetNpRunner(Runner):
 class TorchRunner(Runner):
     """The book's PyTorch model, trained and evaluated the same way (device "cpu" or "cuda")."""
 
-    def __init__(self, data=None, device="cpu", seed=0, batch_size=BATCH_SIZE, lr=LR, threads=None):
+    def __init__(self, data=None, device="cpu", seed=0, batch_size=BATCH_SIZE, lr=LR, threads=None,
+                 variant="classic"):
         torch = self.torch = import_torch(threads)
         import torch.nn.functional as F
 
         self.F = F
         self.name = f"torch-{device}"
         self.device, self.batch_size = device, batch_size
-        self.net = make_torch_lenet(seed, device)
+        self.net = make_torch_lenet(seed, device, variant)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=lr)
         if data is not None:
             self.train_x = torch.from_numpy(data.train_images).to(device)

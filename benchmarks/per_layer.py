@@ -12,9 +12,6 @@ from .datasets import BATCH_SIZE, random_batch
 from .report import fmt_rate, fmt_ratio, fmt_time, md_table
 from .timing import noop
 
-LAYER_NAMES = ("conv.0", "conv.1", "conv.2", "conv.3", "conv.4", "conv.5",
-               "fc.0", "fc.1", "fc.2", "fc.3", "fc.4")
-
 
 @dataclass
 class LayerCase:
@@ -26,19 +23,15 @@ class LayerCase:
 
 
 def lenet_np_layer_cases(net, x, y):
-    """Run one training step of ``net`` layer by layer and keep each layer's input and output
-    gradient, so each layer can be timed alone on exactly what it sees in training."""
+    """Run one training step of ``net`` (any variant) layer by layer and keep each layer's input
+    and output gradient, so each layer can be timed alone on exactly what it sees in training.
+    The layers come in the order a training forward runs them, named as ``net.named_layers()``."""
     from lenet_np import nn
 
-    # in the order a training forward runs them (LeNet.conv_order)
-    index = {id(m): i for i, m in enumerate(net.conv)}
-    layers = ([(f"conv.{index[id(m)]}", m) for m in net.conv_order()]
-              + [(f"fc.{i}", m) for i, m in enumerate(net.fc)])
+    names = {id(m): name for name, m in net.named_layers()}
+    layers = [(names[id(m)], m) for m in net.layer_order()]
     inputs, h = [], x
-    for i, (_, m) in enumerate(layers):
-        if i == len(net.conv):
-            feature_shape = h.shape
-            h = h.reshape(h.shape[0], -1)
+    for _, m in layers:
         inputs.append(h)
         h = m(h)
     loss_fn = nn.CrossEntropyLoss()
@@ -48,8 +41,6 @@ def lenet_np_layer_cases(net, x, y):
     for i in reversed(range(len(layers))):
         grads[i] = g
         g = layers[i][1].backward(g, input_grad=i > 0)
-        if i == len(net.conv):
-            g = g.reshape(feature_shape)
     return [LayerCase(name, m, inputs[i], grads[i], i == 0) for i, (name, m) in enumerate(layers)]
 
 
@@ -76,8 +67,11 @@ def torch_layer_fns(tnet, case: LayerCase, device="cpu"):
 
     from lenet_np import backend
 
-    part, index = case.name.split(".")
-    layer = getattr(tnet, part)[int(index)]
+    if case.name == "flatten":                 # the classic model's feature.view(N, -1)
+        layer = torch.nn.Flatten()
+    else:
+        part, index = case.name.split(".")
+        layer = getattr(tnet, part)[int(index)]
     x = torch.from_numpy(np.ascontiguousarray(backend.as_numpy(case.x))).to(device)
     x.requires_grad_(not case.first)
     g = torch.from_numpy(np.ascontiguousarray(backend.as_numpy(case.grad))).to(device)
@@ -116,25 +110,27 @@ def loss_and_optimizer_fns(runner, x, y):
 
 
 def layer_benchmark(timer, device="cpu", batch=BATCH_SIZE, torch_threads=None, log=print,
-                    torch_device=None) -> dict:
+                    torch_device=None, variant="classic") -> dict:
     """Forward and backward of every LeNet layer, lenet_np ``fast`` and ``reference`` against torch,
     then the loss, the Adam step and the whole training step; ``timer(contenders)`` -> name -> Stats
     (``contenders``: name -> (fn, sync)). Returns layer name -> {kind, input, forward, backward}.
-    Torch runs on ``torch_device`` (default: ``device``; "cpu" where torch has no CUDA)."""
+    Torch runs on ``torch_device`` (default: ``device``; "cpu" where torch has no CUDA). Any of
+    the book's LeNets (``variant``), against the book's torch model of it."""
     from lenet_np import backend
 
     torch = import_torch(torch_threads)
     torch_device = torch_device or device
     x, y = random_batch(batch, seed=1)
     xd, yd = backend.to_device(x, device), backend.to_device(y, device)
-    nets = {impl: make_lenet_np(0, impl, device) for impl in ("fast", "reference")}
+    nets = {impl: make_lenet_np(0, impl, device, variant) for impl in ("fast", "reference")}
     cases = {impl: lenet_np_layer_cases(net, xd, yd) for impl, net in nets.items()}
-    tnet = make_torch_lenet(0, torch_device)
+    tnet = make_torch_lenet(0, torch_device, variant)
+    tnet.train()
     np_sync = backend.synchronize if device == "cuda" else noop
     torch_sync = torch.cuda.synchronize if torch_device == "cuda" else noop
     syncs = {"fast": np_sync, "reference": np_sync, "torch": torch_sync}
     out = {}
-    for i, name in enumerate(LAYER_NAMES):
+    for i, name in enumerate(case.name for case in cases["fast"]):
         fns = {impl: lenet_np_layer_fns(cases[impl][i]) for impl in nets}
         fns["torch"] = torch_layer_fns(tnet, cases["fast"][i], torch_device)
         fwd = timer({k: (f[0], syncs[k]) for k, f in fns.items()})
@@ -144,9 +140,9 @@ def layer_benchmark(timer, device="cpu", batch=BATCH_SIZE, torch_threads=None, l
                      "backward": bwd}
         log(f"  {name:<7} {type(case.layer).__name__:<10} " + "  ".join(
             f"{k} {fmt_time(fwd[k].median)} + {fmt_time(bwd[k].median)}" for k in fns))
-    runners = {"fast": LenetNpRunner(device=device, impl="fast"),
-               "reference": LenetNpRunner(device=device, impl="reference"),
-               "torch": TorchRunner(device=torch_device, threads=torch_threads)}
+    runners = {"fast": LenetNpRunner(device=device, impl="fast", variant=variant),
+               "reference": LenetNpRunner(device=device, impl="reference", variant=variant),
+               "torch": TorchRunner(device=torch_device, threads=torch_threads, variant=variant)}
     xy = {k: (r.device_array(x), r.device_array(y)) for k, r in runners.items()}
     rest = {k: loss_and_optimizer_fns(r, *xy[k]) for k, r in runners.items()}
     out["loss"] = {"kind": "CrossEntropyLoss", "input": (batch, 10),

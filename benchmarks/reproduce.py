@@ -15,7 +15,7 @@ lenet_np runs as the training command does (``lenet_np.train.main``, its metrics
 back); torch runs the same loop in float32 on the CPU with ``torch.optim.Adam`` or ``SGD``.
 
 The PyTorch models are the book's: for ``seed`` the older edition's class with keys
-``conv.N`` and ``fc.N`` (``benchmarks/common.py: seed_torch_lenet_class``), for ``d2l`` and
+``conv.N`` and ``fc.N`` (``benchmarks/contenders.py: book_model``), for ``d2l`` and
 ``batchnorm`` one ``nn.Sequential`` named ``net`` (the layer lists of today's d2l.ai); another
 activation or pooling replaces each of their activations or 2x2 poolings.
 
@@ -35,41 +35,12 @@ from pathlib import Path
 import numpy as np
 
 import lenet_np as ln
-from benchmarks.contenders import seed_torch_lenet_class
+from benchmarks.contenders import book_model
 from lenet_np import cli, train
 from lenet_np.data import DataError, iterate_batches, load_fashion_mnist
-from lenet_np.model import VARIANTS, resolve_variant
+from lenet_np.model import VARIANT_ALIASES, VARIANTS, resolve_variant
 
 SETTINGS = ("epochs", "batch_size", "lr", "optimizer", "momentum", "seed", "activation", "pool")
-
-
-def book_model(variant):
-    """The book's PyTorch LeNet for ``variant``, with its own activations (sigmoid) and pooling."""
-    from torch import nn
-    if variant == "seed":
-        return seed_torch_lenet_class()()
-    if variant == "d2l":
-        layers = [nn.Conv2d(1, 6, kernel_size=5, padding=2), nn.Sigmoid(), nn.AvgPool2d(kernel_size=2, stride=2),
-                  nn.Conv2d(6, 16, kernel_size=5), nn.Sigmoid(), nn.AvgPool2d(kernel_size=2, stride=2), nn.Flatten(),
-                  nn.Linear(16 * 5 * 5, 120), nn.Sigmoid(), nn.Linear(120, 84), nn.Sigmoid(), nn.Linear(84, 10)]
-    elif variant == "batchnorm":
-        layers = [nn.Conv2d(1, 6, kernel_size=5), nn.BatchNorm2d(6), nn.Sigmoid(),
-                  nn.AvgPool2d(kernel_size=2, stride=2), nn.Conv2d(6, 16, kernel_size=5), nn.BatchNorm2d(16),
-                  nn.Sigmoid(), nn.AvgPool2d(kernel_size=2, stride=2), nn.Flatten(),
-                  nn.Linear(256, 120), nn.BatchNorm1d(120), nn.Sigmoid(),
-                  nn.Linear(120, 84), nn.BatchNorm1d(84), nn.Sigmoid(), nn.Linear(84, 10)]
-    else:
-        raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
-
-    class LeNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = nn.Sequential(*layers)
-
-        def forward(self, x):
-            return self.net(x)
-
-    return LeNet()
 
 
 def torch_model(variant, activation, pool):
@@ -78,7 +49,7 @@ def torch_model(variant, activation, pool):
     from torch import nn
     act = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU}[activation]
     pool_cls = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}[pool]
-    model = book_model(variant)
+    model = book_model(resolve_variant(variant)[0])
     for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
         for i, layer in enumerate(seq):
             if isinstance(layer, (nn.Sigmoid, nn.ReLU)):
@@ -162,8 +133,9 @@ def build_parser():
                    description="Train one of the book's LeNets with lenet_np (python -m lenet_np.train) and with the "
                                "book's PyTorch model from the same weights on the same batches; print both epoch by "
                                "epoch. Settings default to train's for the variant; the flags override them for both.")
-    p.add_argument("--variant", choices=tuple(VARIANTS), default="seed",
-                   help="seed (the default), d2l or batchnorm, as python -m lenet_np.train --variant")
+    p.add_argument("--variant", choices=(*VARIANTS, *VARIANT_ALIASES), default="classic",
+                   help="classic (the default; seed is its earlier name), d2l or batchnorm, as "
+                        "python -m lenet_np.train --variant")
     p.add_argument("--epochs", type=cli.positive_int,
                    help=f"epochs (default {d['epochs']}; d2l, batchnorm: {b['epochs']})")
     p.add_argument("--batch-size", type=cli.positive_int,

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from lenet_np import cli
+from lenet_np.model import VARIANTS
 from lenet_np.parallel import default_workers
 
 from . import contenders, datasets, machine, per_layer, readme_loop, report, timing
@@ -72,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="end-to-end data: real Fashion-MNIST (falls back to synthetic when it does not load) "
                         "or synthetic uint8 images of the same shape (default: real)")
     p.add_argument("--out", type=cli.output_dir, default=RESULTS, help=f"report directory (default: {RESULTS})")
+    p.add_argument("--variant", choices=tuple(VARIANTS), default="classic",
+                   help="the book's LeNet whose layers the per-layer section times (default classic)")
     p.add_argument("--torch-threads", type=cli.int_in_range(1, 1024), default=2,
                    help="torch.set_num_threads, 1 to 1024 (default: 2)")
     p.add_argument("--only", type=_sections, default=None,
@@ -230,7 +233,8 @@ def _timer(prof, key, **kw):
 
 
 def run_layers(args, prof) -> dict:
-    return per_layer.layer_benchmark(_timer(prof, "layer"), torch_threads=args.torch_threads, log=log)
+    return per_layer.layer_benchmark(_timer(prof, "layer"), torch_threads=args.torch_threads, log=log,
+                                     variant=args.variant)
 
 
 def layers_table(layers):
@@ -330,7 +334,7 @@ def build_report(meta, info, e2e, flops, peak, mem, layers, sweep, readme=None) 
                "lenet_np's processes never import torch; the data are the same uint8 arrays as in section 1.",
                "", memory_table(mem), ""]
     if layers:
-        md += ["## 4. Per layer, batch 256, float32", "",
+        md += [f"## 4. Per layer, batch 256, float32, LeNet variant {meta.get('variant', 'classic')}", "",
                "Each layer alone on the input (and output gradient) it sees in a training step of the network, "
                "in the memory layout the network gives it. lenet_np: `layer(x)` then `layer.backward(g)` "
                "(no input gradient for conv.0); torch: the layer's forward with autograd recording, then "
@@ -427,7 +431,7 @@ def main(argv=None) -> int:
     today = dt.date.today().isoformat()
     meta = {"date": today, "quick": args.quick, "duration_s": time.perf_counter() - t_start,
             "command": "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "torch_threads": args.torch_threads, "e2e_repeats": prof["e2e_repeats"],
+            "torch_threads": args.torch_threads, "variant": args.variant, "e2e_repeats": prof["e2e_repeats"],
             "mem_batches": prof["mem_batches"], "sweep_ref_max": prof["sweep_ref_max"], "profile": prof,
             "loadavg_at_sections": loads, "cpu_taken_by_others": monitor}
     meta["command"] = meta["command"].strip()

@@ -8,7 +8,8 @@ Layout of the archive (every entry a NumPy array):
                                and the per-step metrics (global_step, steps, step_window)
 
 The settings name the network (variant, activation, pool); a checkpoint written before
-variants existed has no variant and holds the seed variant's network.
+variants existed has no variant and holds LeNet's default variant. ``load_network`` turns a
+checkpoint into that network, with its weights: evaluate, trace and visualize use it.
 
 ``save`` writes to a temporary file in the target's directory and renames it over
 the target, so a kill at any moment leaves either the old or the new checkpoint,
@@ -17,7 +18,7 @@ the umask), and the directory is synced after the rename, so a power cut cannot 
 
 ``load`` checks the meta's fields it knows (types and values) and raises CheckpointError
 naming the field, so a damaged or hand-edited checkpoint is refused when it is read,
-not later in the middle of a run.
+not later in the middle of a run. Every CheckpointError is one line that names the file.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from . import backend
-from .model import ACTIVATIONS, POOLS, VARIANTS
+from .model import ACTIVATIONS, POOLS, VARIANTS, LeNet, resolve_variant
 
 FORMAT = "lenet_np-checkpoint-1"
 
@@ -126,6 +127,15 @@ def _is_number(v) -> bool:
     return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
 
 
+def _is_variant(v) -> bool:
+    """True for a variant name LeNet takes (today's names and the earlier ones it maps to them)."""
+    try:
+        resolve_variant(v)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
 def _check_rng_state(v) -> bool:
     """True when ``v`` is a bit-generator state NumPy accepts (PCG64, as train.py saves)."""
     if not isinstance(v, dict):
@@ -139,7 +149,7 @@ def _check_rng_state(v) -> bool:
 
 # Each known setting: (test, what it must be). Unknown settings are ignored.
 SETTING_CHECKS = {
-    "variant": (lambda v: isinstance(v, str) and v in VARIANTS, " or ".join(map(repr, VARIANTS))),
+    "variant": (lambda v: isinstance(v, str) and _is_variant(v), " or ".join(map(repr, VARIANTS))),
     "epochs": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
     "log_every": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
     "batch_size": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
@@ -199,16 +209,45 @@ def check_resumable(meta: dict, path) -> None:
                               "(it was not written by lenet_np.train)")
 
 
+def _fit(path, net, ck, optimizer, what) -> None:
+    """Load the checkpoint ``ck`` (as ``load`` returns it) into net (and optimizer), or raise
+    CheckpointError saying that it does not fit ``what``."""
+    try:
+        net.load_state_dict(ck["params"])
+        if optimizer is not None:
+            optimizer.load_state_dict(ck["optim"])
+    except (KeyError, ValueError, TypeError) as exc:
+        msg = exc.args[0] if exc.args else str(exc)
+        raise CheckpointError(f"checkpoint {path} does not fit {what}: {msg}") from None
+
+
 def load_into(path, net, optimizer=None) -> dict:
     """Load a checkpoint's parameters (and optimizer state) into net; returns its meta.
 
     A checkpoint of another architecture raises CheckpointError with both descriptions."""
     ck = load(path)
-    try:
-        net.load_state_dict(ck["params"])
-        if optimizer is not None:
-            optimizer.load_state_dict(ck["optim"])
-    except (KeyError, ValueError) as exc:
-        msg = exc.args[0] if exc.args else str(exc)
-        raise CheckpointError(f"checkpoint {path} does not fit this model: {msg}") from None
+    _fit(path, net, ck, optimizer, "this model")
     return ck["meta"]
+
+
+NETWORK_SETTINGS = ("variant", "activation", "pool")       # the settings that choose the network
+
+
+def load_network(path, device="cpu"):
+    """(net, meta): the LeNet a checkpoint holds, with its weights (and BatchNorm's running
+    statistics), on ``device``, in training mode like any new network.
+
+    The network's variant, activation and pooling come from the checkpoint's settings; one
+    that is absent takes LeNet's default (a checkpoint written before variants existed holds
+    the default variant). CheckpointError, one line naming the file, for a missing, truncated,
+    corrupt or foreign file, and for weights that do not fit the network the settings name."""
+    ck = load(path)
+    settings = ck["meta"].get("settings", {})
+    chosen = {k: settings[k] for k in NETWORK_SETTINGS if k in settings}
+    described = "LeNet(" + ", ".join(f"{k}={v!r}" for k, v in chosen.items()) + ")"
+    try:
+        net = LeNet(**chosen)
+    except ValueError as exc:
+        raise CheckpointError(f"checkpoint {path}: its settings name no LeNet: {exc}") from None
+    _fit(path, net, ck, None, described)
+    return net.to(device), ck["meta"]

@@ -386,10 +386,16 @@ def _batches(images, labels, batch_size, order, device, drop_last):
         x, y = images[index], labels[index]
         if device is not None:
             x, y = backend.to_device(x, device), backend.to_device(y, device)
-        xp = backend.get_array_module(x)
-        x = x.astype(xp.float32).reshape(len(x), 1, *images.shape[-2:])
-        x /= xp.float32(255)
-        yield x, y.astype(xp.int64)
+        yield to_float_images(x), y.astype(backend.get_array_module(y).int64)
+
+
+def to_float_images(images):
+    """uint8 images (N, rows, cols) or (N, 1, rows, cols) as the network takes them: float32
+    (N, 1, rows, cols) in [0, 1], the values divided by 255, on the images' device."""
+    xp = backend.get_array_module(images)
+    x = images.astype(xp.float32).reshape(len(images), 1, *images.shape[-2:])
+    x /= xp.float32(255)
+    return x
 
 
 # -- command line -----------------------------------------------------------------------------

@@ -2,6 +2,10 @@
 
 Prints the test accuracy, the accuracy of each class by name, and the confusion
 matrix (rows: true class, columns: predicted class).
+
+``predict(net, images)`` (and ``predict_logits``, ``accuracy``) is the package's one way to
+classify a set of images, batch by batch in evaluation mode: training measures its test
+accuracy with it, and visualize its probabilities.
 """
 
 from __future__ import annotations
@@ -12,29 +16,40 @@ import sys
 import numpy as np
 
 from . import backend, checkpoint, cli
-from .data import CLASS_NAMES, DataError, load_fashion_mnist
-from .model import LeNet, resolve_variant
-from .train import predict
+from .data import CLASS_NAMES, DataError, load_fashion_mnist, to_float_images
 
 
-def network_kwargs(settings) -> dict:
-    """The LeNet keyword arguments (variant, activation, pool) of a checkpoint's settings:
-    ``LeNet(**network_kwargs(meta["settings"]))`` rebuilds its network. A setting that is
-    absent takes the variant's default; a checkpoint without a variant holds the seed variant's network."""
-    variant, activation, pool = resolve_variant(settings.get("variant", "seed"), settings.get("activation"),
-                                                settings.get("pool"))
-    return {"variant": variant, "activation": activation, "pool": pool}
+def predict_logits(net, images, batch_size: int = 1000):
+    """The logits (N, 10) of ``images``, batch by batch, in evaluation mode, on the images'
+    device; the network is left in the mode it was in.
 
-
-def load_model(path, device="cpu") -> LeNet:
-    """A LeNet of the checkpoint's architecture (its variant, activation, pooling) with its weights."""
-    meta = checkpoint.load(path)["meta"]
+    ``images``: uint8 (N, 28, 28) or (N, 1, 28, 28), scaled to [0, 1] as training does
+    (``data.to_float_images``: divided by 255), or floats (N, 1, 28, 28), taken as they are."""
+    if batch_size < 1:
+        raise ValueError(f"predict: batch_size must be >= 1, got {batch_size}")
+    if len(images) == 0:
+        raise ValueError("predict: no images")
+    xp = backend.get_array_module(images)
+    was_training = net.training
+    net.eval()
     try:
-        net = LeNet(**network_kwargs(meta.get("settings", {})))
-    except ValueError as exc:
-        raise checkpoint.CheckpointError(f"checkpoint {path}: {exc}") from None
-    checkpoint.load_into(path, net)
-    return net.to(device)
+        logits = []
+        for start in range(0, len(images), batch_size):
+            x = images[start:start + batch_size]
+            logits.append(net(to_float_images(x) if x.dtype == np.uint8 else x))
+    finally:
+        net.train(was_training)
+    return xp.concatenate(logits)
+
+
+def predict(net, images, batch_size: int = 1000):
+    """The predicted classes (N,) of ``images`` (as ``predict_logits`` takes them), on their device."""
+    return predict_logits(net, images, batch_size).argmax(axis=1)
+
+
+def accuracy(net, images, labels, batch_size: int = 1000) -> float:
+    """The share of ``images`` whose predicted class is their label."""
+    return float((predict(net, images, batch_size) == labels).mean())
 
 
 def confusion_matrix(true, pred, num_classes: int = 10) -> np.ndarray:
@@ -75,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args) -> int:
     try:
-        net = load_model(args.checkpoint, args.device)
+        net, _ = checkpoint.load_network(args.checkpoint, args.device)
         data = load_fashion_mnist(args.data_dir)
         xp = backend.xp_for(args.device)
         pred = backend.as_numpy(predict(net, xp.asarray(data.test_images), args.batch_size))

@@ -24,6 +24,10 @@ tie-free inputs (a shuffled linspace).
 From the command line, ``python -m lenet_np.gradcheck [--layer conv|...|batchnorm|lenet|all]``
 checks every layer of LeNet (BatchNorm in training and eval too) and the whole network, in float64 and, side by side,
 in float32, and exits with status 1 when a float64 check fails (see ``main``).
+
+``lenet_np.gradcheck`` is this module, and calling it calls ``gradcheck`` (the module is
+callable): ``ln.gradcheck(layer, x)``, ``from lenet_np.gradcheck import gradcheck`` and
+``import lenet_np.gradcheck as m`` all work.
 """
 
 from __future__ import annotations
@@ -31,18 +35,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import warnings
+import types
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import backend, cli
-
-if sys.argv[:1] == ["-m"]:
-    # `python -m lenet_np.gradcheck`: the package's __init__ has imported this module
-    # already (for ``lenet_np.gradcheck``), and runpy would warn that it runs it again as
-    # __main__. Running it twice is harmless here (it only defines things).
-    warnings.filterwarnings("ignore", message="'lenet_np.gradcheck' found in sys.modules", category=RuntimeWarning)
 
 
 def _scalar_loss(module, x, r, loss_fn=None, labels=None):
@@ -361,6 +359,16 @@ def run(args) -> int:
           "swamps the difference at a small h, and a large h brings truncation (~h^2) and kinks.")
     return 0
 
+
+class _CallableModule(types.ModuleType):
+    """This module, callable: ``lenet_np.gradcheck(module, x)`` is ``lenet_np.gradcheck.gradcheck(module, x)``,
+    so ``ln.gradcheck`` is both the function users call and the module that holds it."""
+
+    def __call__(self, *args, **kwargs):
+        return gradcheck(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":
     sys.exit(main())

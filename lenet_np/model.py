@@ -1,13 +1,13 @@
 """LeNet: the network of Dive into Deep Learning's PyTorch edition, and the book's other LeNets.
 
-``variant="seed"`` (the default), the PyTorch edition's network:
+``variant="classic"`` (the default), the network of the book's PyTorch edition:
 
     input (N, 1, 28, 28)
     conv.0 Conv2d(1, 6, 5)      -> (N, 6, 24, 24)      conv.1 Sigmoid
     conv.2 MaxPool2d(2, 2)      -> (N, 6, 12, 12)
     conv.3 Conv2d(6, 16, 5)     -> (N, 16, 8, 8)       conv.4 Sigmoid
     conv.5 MaxPool2d(2, 2)      -> (N, 16, 4, 4)
-    flatten, as the book's feature.view(N, -1)         -> (N, 256)
+    flatten Flatten(), the book's feature.view(N, -1)  -> (N, 256)   (no parameters, no key)
     fc.0 Linear(256, 120)  fc.1 Sigmoid  fc.2 Linear(120, 84)  fc.3 Sigmoid
     fc.4 Linear(84, 10)                                -> (N, 10) logits
 
@@ -39,39 +39,54 @@ The keys of both are those of the book's torch models (``net.0.weight`` ...).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from .nn import AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, Sigmoid
 from .nn.checks import check_input
+from .nn.fast.order import swap_for_eval
 from .nn.init import make_rng
 from .nn.module import Module, chain_backward
 
 ACTIVATIONS = {"sigmoid": Sigmoid, "relu": ReLU}
 POOLS = {"max": MaxPool2d, "avg": AvgPool2d}
 
-# Per variant: the activations and poolings it takes, and its defaults (the book's).
-# Every activation here is monotone and every pooling a 2x2 window, so any pair gives a
-# working network; a choice outside these lists is refused naming the variant.
+# The one table of the book's LeNets: for each, its default activation and pooling, and the
+# recipe it is trained with (python -m lenet_np.train). Every activation is monotone and
+# every pooling a 2x2 window, so any pair gives a working network.
+BOOK_SGD = {"epochs": 10, "batch_size": 128, "lr": 0.1, "optimizer": "sgd"}
 VARIANTS = {
-    "seed": {"activation": ("sigmoid", "relu"), "pool": ("max", "avg"), "defaults": ("sigmoid", "max")},
-    "d2l": {"activation": ("sigmoid", "relu"), "pool": ("avg", "max"), "defaults": ("sigmoid", "avg")},
-    "batchnorm": {"activation": ("sigmoid", "relu"), "pool": ("avg", "max"), "defaults": ("sigmoid", "avg")},
+    "classic": {"activation": "sigmoid", "pool": "max",
+                "recipe": {"epochs": 5, "batch_size": 256, "lr": 0.001, "optimizer": "adam"},
+                "about": "the book's PyTorch edition: sigmoid, max pooling, Adam"},
+    "d2l": {"activation": "sigmoid", "pool": "avg", "recipe": BOOK_SGD,
+            "about": "today's d2l.ai: padding 2, average pooling, 400 features, SGD"},
+    "batchnorm": {"activation": "sigmoid", "pool": "avg", "recipe": BOOK_SGD,
+                  "about": "d2l.ai's LeNet with batch normalization, SGD"},
 }
+# Earlier names that still load (checkpoints and commands written with them keep working).
+VARIANT_ALIASES = {"seed": "classic"}
 
 
-def resolve_variant(variant="seed", activation=None, pool=None) -> tuple[str, str, str]:
-    """(variant, activation, pool) with the variant's defaults filled in; ValueError, naming
-    the variant and the valid choices, for an unknown variant or a choice it does not take."""
+def resolve_variant(variant="classic", activation=None, pool=None) -> tuple[str, str, str]:
+    """(variant, activation, pool) with the variant's defaults filled in (and an earlier
+    variant name mapped to today's); ValueError naming the valid choices otherwise."""
+    variant = VARIANT_ALIASES.get(variant, variant)
     if variant not in VARIANTS:
         raise ValueError(f"LeNet: variant must be one of {', '.join(map(repr, VARIANTS))}, got {variant!r}")
     spec = VARIANTS[variant]
-    activation = spec["defaults"][0] if activation is None else activation
-    pool = spec["defaults"][1] if pool is None else pool
-    for what, value in (("activation", activation), ("pool", pool)):
-        if value not in spec[what]:
+    activation = spec["activation"] if activation is None else activation
+    pool = spec["pool"] if pool is None else pool
+    for what, value, choices in (("activation", activation, ACTIVATIONS), ("pool", pool, POOLS)):
+        if value not in choices:
             raise ValueError(f"LeNet(variant={variant!r}): {what} must be one of "
-                             f"{', '.join(map(repr, spec[what]))}, got {value!r}")
+                             f"{', '.join(map(repr, choices))}, got {value!r}")
     return variant, activation, pool
+
+
+class Order(NamedTuple):
+    layers: list          # the layers in the order the last forward ran them
 
 
 def xavier_uniform(rng, shape, dtype=np.float32):
@@ -92,32 +107,13 @@ def _xavier(layer, rng, dtype):
     return layer
 
 
-def _is_monotone_activation(layer) -> bool:
-    return isinstance(layer, (Sigmoid, ReLU))
-
-
-def swap_for_eval(layers: list) -> list:
-    """``layers`` with every (monotone activation, MaxPool2d) pair that sits side by side
-    swapped to (MaxPool2d, activation): max(act(z)) == act(max(z)) bit for bit because the
-    activation never decreases. Nothing else moves (a BatchNorm with a negative weight is not
-    monotone increasing, an average does not commute with a sigmoid)."""
-    layers = list(layers)
-    i = 0
-    while i < len(layers) - 1:
-        if _is_monotone_activation(layers[i]) and isinstance(layers[i + 1], MaxPool2d):
-            layers[i], layers[i + 1] = layers[i + 1], layers[i]
-            i += 2
-        else:
-            i += 1
-    return layers
-
-
 class LeNet(Module):
-    """The book's LeNets. ``variant``: "seed" (default) | "d2l" | "batchnorm" (see the module
-    docstring); ``activation``: "sigmoid" | "relu" (default sigmoid); ``pool``: "max" | "avg"
-    (default: max for "seed", avg for the others, as the book).
+    """The book's LeNets. ``variant``: "classic" (default) | "d2l" | "batchnorm" (see the
+    module docstring; "seed", an earlier name of "classic", still works); ``activation``:
+    "sigmoid" | "relu" (default sigmoid); ``pool``: "max" | "avg" (default: max for
+    "classic", avg for the others, as the book).
 
-    Weights are initialised as torch's defaults ("seed") or as the book's ``init_cnn``
+    Weights are initialised as torch's defaults ("classic") or as the book's ``init_cnn``
     (Xavier-uniform weights of every Conv2d and Linear, torch's default biases; "d2l" and
     "batchnorm"), from ``rng`` (a numpy Generator) or from ``seed``; the same seed gives the
     same network. BatchNorm starts at weight 1, bias 0, running mean 0, running variance 1.
@@ -137,7 +133,7 @@ class LeNet(Module):
     """
 
     def __init__(self, activation=None, pool=None, seed=None, rng=None, dtype=np.float32,
-                 pool_first=True, *, variant="seed"):
+                 pool_first=True, *, variant="classic"):
         super().__init__()
         if activation is not None and activation not in ACTIVATIONS:
             raise ValueError(f"LeNet: activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
@@ -151,7 +147,7 @@ class LeNet(Module):
         self.pool = pool
         rng = make_rng(rng if rng is not None else seed)
         act, pool_cls = ACTIVATIONS[activation], POOLS[pool]
-        if variant == "seed":
+        if variant == "classic":
             self.conv = Sequential(
                 Conv2d(1, 6, 5, rng=rng, dtype=dtype), act(), pool_cls(2, 2),
                 Conv2d(6, 16, 5, rng=rng, dtype=dtype), act(), pool_cls(2, 2),
@@ -161,6 +157,9 @@ class LeNet(Module):
                 Linear(120, 84, rng=rng, dtype=dtype), act(),
                 Linear(84, 10, rng=rng, dtype=dtype),
             )
+            # the book's feature.view(N, -1) between the two blocks: a layer like any other,
+            # but not a child module, so state_dict and print(net) stay those of the book's model
+            object.__setattr__(self, "flatten", Flatten())
         elif variant == "d2l":
             def conv(*a, **k):
                 return _xavier(Conv2d(*a, rng=rng, dtype=dtype, **k), rng, dtype)
@@ -188,21 +187,30 @@ class LeNet(Module):
                 linear(84, 10),
             )
         self.pool_first = bool(pool_first)
-        self._cache = None
 
     # -- the layers, by name and in the order forward runs them --
     def named_layers(self) -> list:
         """(name, layer) of every layer in the book's order, named as in ``state_dict``
-        (conv.0 ... fc.4, or net.0 ... net.N); for "seed" the flatten reshape between the two
-        blocks is ("flatten", None)."""
-        if self.variant == "seed":
-            return ([(f"conv.{i}", m) for i, m in enumerate(self.conv)] + [("flatten", None)]
+        (conv.0 ... conv.5, flatten, fc.0 ... fc.4; or net.0 ... net.N). The one walk over
+        the network: forward, backward and the tools go by it."""
+        if self.variant == "classic":
+            return ([(f"conv.{i}", m) for i, m in enumerate(self.conv)] + [("flatten", self.flatten)]
                     + [(f"fc.{i}", m) for i, m in enumerate(self.fc)])
         return [(f"net.{i}", m) for i, m in enumerate(self.net)]
 
+    def walk(self, img):
+        """Yield (name, layer, output) for every layer in the book's order, running img
+        through them (the same output as ``net(img)``; each layer saves what its backward
+        needs, as in a forward). For tools that show each layer's output."""
+        self._check(img)
+        feature = img
+        for name, layer in self.named_layers():
+            feature = layer(feature)
+            yield name, layer, feature
+
     def layer_order(self) -> list:
         """The layers in the order forward runs them in this mode (``named_layers`` with the
-        evaluation-mode swaps of ``pool_first``); None stands for the book's flatten reshape."""
+        evaluation-mode swaps of ``pool_first``: nn/fast/order.py)."""
         layers = [m for _, m in self.named_layers()]
         if self.pool_first and not self.training:
             layers = swap_for_eval(layers)
@@ -211,41 +219,33 @@ class LeNet(Module):
     def conv_order(self):
         """The convolutional block's layers (up to the flatten) in the order forward runs them."""
         order = self.layer_order()
-        end = next(i for i, m in enumerate(order) if m is None or isinstance(m, Flatten))
-        return order[:end]
+        return order[:next(i for i, m in enumerate(order) if isinstance(m, Flatten))]
 
     def first_conv(self) -> Conv2d:
         """The first convolution (conv.0 or net.0): its filters look at the image."""
         return self.named_layers()[0][1]
 
-    def forward(self, img):
+    def _check(self, img):
         first = self.first_conv()
         check_input(first, img, "(N, 1, 28, 28)", ndim=4, channels=1,
                     dtype=first.weight.dtype, params=first.weight.data)
         if img.shape[2:] != (28, 28):
             raise ValueError(f"LeNet: expected input of shape (N, 1, 28, 28), got shape {tuple(img.shape)}")
-        feature = img
+
+    def forward(self, img):
+        self._check(img)
         order = self.layer_order()
-        feature_shape = None
+        feature = img
         for layer in order:
-            if layer is None:                            # the book's feature.view(N, -1)
-                feature_shape = feature.shape
-                feature = feature.reshape(img.shape[0], -1)
-            else:
-                feature = layer(feature)
-        self._cache = (feature_shape, order)             # backward retraces this order
+            feature = layer(feature)
+        self.save_for_backward(Order(order))              # backward retraces this order
         return feature
 
     def backward(self, grad_out, input_grad=True):
         """dL/dlogits (N, 10) -> dL/dimg (N, 1, 28, 28), or None with input_grad=False
         (training does not need the image gradient, so the first conv skips it). The layers
-        go back in reverse order of the forward; each (activation, max pooling) pair of the
-        training order goes back in one step (``MaxPool2d.backward_through``), with the
-        same result."""
-        if self._cache is None:
-            raise RuntimeError("LeNet: backward called before forward")
-        feature_shape, order = self._cache
-        return chain_backward(order, grad_out, input_grad, reshape_to=feature_shape)
+        go back in reverse order of the forward (``chain_backward``)."""
+        return chain_backward(self.saved().layers, grad_out, input_grad)
 
     def extra_repr(self):
         return ""

@@ -26,7 +26,7 @@ import sys
 import numpy as np
 
 from . import cli
-from .model import ACTIVATIONS, POOLS, VARIANTS, LeNet
+from .model import ACTIVATIONS, POOLS, VARIANT_ALIASES, VARIANTS, LeNet
 from .nn import AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, Sigmoid
 from .nn.im2col import conv_output_size
 from .nn.module import Module
@@ -46,7 +46,7 @@ def _mult_adds(layer, out_shape) -> int:
 
 
 def _stages(net):
-    """(name, layer) pairs in forward order; the layer None stands for the flatten reshape."""
+    """(name, layer) pairs in forward order (``LeNet.named_layers``, Flatten included)."""
     if isinstance(net, LeNet):                                 # every variant
         yield from net.named_layers()
     elif isinstance(net, Sequential):
@@ -100,10 +100,6 @@ def summary(net: Module, batch_size: int = 1, input_shape=INPUT_SHAPE) -> list[d
     shape = (batch_size, *input_shape)
     rows = []
     for name, layer in _stages(net):
-        if layer is None:                                      # the book's feature.view(N, -1)
-            shape = (shape[0], math.prod(shape[1:]))
-            rows.append(dict(name=name, type="Flatten (view)", output_shape=shape, params=0, mult_adds=0))
-            continue
         shape = output_shape(layer, shape)
         rows.append(dict(name=name, type=type(layer).__name__, output_shape=shape,
                          params=sum(p.size for p in layer.parameters()), mult_adds=_mult_adds(layer, shape)))
@@ -152,8 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Print LeNet as a table: output shapes, parameters, multiply-adds.")
     p.add_argument("--batch-size", type=cli.positive_int, default=1,
                    help="batch size of the output shapes, >= 1 (default 1)")
-    p.add_argument("--variant", choices=tuple(VARIANTS), default="seed",
-                   help="seed (the default), d2l (today's book) or batchnorm (d2l's LeNet with batch normalization)")
+    p.add_argument("--variant", choices=(*VARIANTS, *VARIANT_ALIASES), default="classic",
+                   help="classic (the default; seed is its earlier name), d2l (today's book) or batchnorm (d2l's "
+                   "LeNet with batch normalization)")
     p.add_argument("--activation", choices=sorted(ACTIVATIONS), default=None,
                    help="relu or sigmoid (default sigmoid)")
     p.add_argument("--pool", choices=sorted(POOLS), default=None,

@@ -6,17 +6,18 @@ layer's ``backward`` returns (dL/d its input: shape, norm, largest entry) and th
 gradients it stored in its parameters. With sigmoids the gradient shrinks on its way
 down (each sigmoid multiplies it by y(1 - y) <= 1/4): the trace shows by how much.
 
-``trace(net, x, y)`` walks the layers itself, as ``LeNet.forward`` and ``LeNet.backward``
-do in training mode (``LeNet.named_layers``: conv.0 ... the flatten reshape ... fc.4 for the
-seed variant's network, net.0 ... net.N for the d2l and batchnorm variants, then the same in
-reverse), and returns one record (a dict) per step, so the numbers can be used in code.
+``trace(net, x, y)`` walks the layers one by one in the book's order (``LeNet.walk``:
+conv.0 ... flatten ... fc.4 for the classic network, net.0 ... net.N for the d2l and
+batchnorm variants), then back through the same layers in reverse, and returns one record
+(a dict) per step, so the numbers can be used in code.
 The network runs in the mode it is in (a fresh or loaded one trains: BatchNorm uses the
 batch's statistics).
 
 The images are the first Fashion-MNIST test images: from ``--data-dir`` when given (an
 error when the data is not there), else from the search path of ``lenet_np.data``, else,
 when no data set is found anywhere, random images. The weights come from ``--checkpoint``
-(a ``.npz`` written by ``lenet_np.train``) or are freshly initialised.
+(a ``.npz`` written by ``lenet_np.train``, read by ``checkpoint.load_network``) or are
+freshly initialised.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ import sys
 
 import numpy as np
 
-from . import backend, cli
-from .model import ACTIVATIONS, POOLS, VARIANTS, LeNet
+from . import backend, checkpoint, cli
+from .model import ACTIVATIONS, POOLS, VARIANT_ALIASES, VARIANTS, LeNet, resolve_variant
 from .nn import CrossEntropyLoss
 from .parallel import uses_batch_statistics
 
@@ -42,70 +43,32 @@ class ToolError(RuntimeError):
     """A problem the command line reports in one line (exit status 1, no traceback)."""
 
 
-# -- loading a network and data (shared with lenet_np.visualize) ----------------------------
-def read_checkpoint(path) -> tuple[dict, dict]:
-    """(params, meta) of a checkpoint, read by lenet_np.checkpoint when it is there, else
-    straight from the .npz entries ``param/<name>`` (and ``meta``, a JSON string)."""
-    try:
-        from . import checkpoint
-    except ImportError:
-        checkpoint = None
-    if checkpoint is not None:
-        try:
-            ck = checkpoint.load(path)
-        except checkpoint.CheckpointError as exc:
-            raise ToolError(str(exc)) from None
-        return ck["params"], ck["meta"]
-    import json
-    import zipfile
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            files = {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise ToolError(f"checkpoint {path}: no such file") from None
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as exc:
-        raise ToolError(f"checkpoint {path}: not a readable .npz archive ({exc})") from None
-    try:
-        meta = json.loads(str(files["meta"])) if "meta" in files else {}
-    except ValueError as exc:
-        raise ToolError(f"checkpoint {path}: its 'meta' entry is not valid JSON ({exc})") from None
-    return {k[len("param/"):]: v for k, v in files.items() if k.startswith("param/")}, meta
+# -- the network and the data (shared with lenet_np.visualize) -------------------------------
+def describe_weights(path, meta) -> str:
+    """Where a checkpoint's weights come from, for the first line of a tool's output."""
+    epoch = meta.get("epoch")
+    return f"checkpoint {path}" + (f" (epoch {epoch})" if epoch is not None else "")
 
 
-def load_network(path=None, activation=None, pool=None, seed=0, variant=None) -> tuple[LeNet, str]:
-    """(net, description): a LeNet with the checkpoint's weights, or a fresh one.
+def build_network(path=None, activation=None, pool=None, seed=0, variant=None) -> tuple[LeNet, str]:
+    """(net, description): the LeNet of a checkpoint (``checkpoint.load_network``), or a fresh one.
 
-    The checkpoint's settings choose the variant, the activation and the pooling (a
-    checkpoint without a variant holds the seed variant's network); passing a different ``variant``,
-    ``activation`` or ``pool`` raises ToolError (the weights belong to that network).
+    The checkpoint decides the variant, the activation and the pooling; asking for another
+    ``variant``, ``activation`` or ``pool`` raises ToolError (the weights belong to its network).
     """
     if path is None:
         try:
-            net = LeNet(activation=activation, pool=pool, seed=seed, variant=variant or "seed")
+            net = LeNet(activation=activation, pool=pool, seed=seed, **({"variant": variant} if variant else {}))
         except ValueError as exc:
             raise ToolError(str(exc)) from None
         return net, f"freshly initialised (seed {seed})"
-    params, meta = read_checkpoint(path)
-    settings = meta.get("settings", {})
-    settings = dict(settings, variant=settings.get("variant", "seed")) if isinstance(settings, dict) else {}
+    net, meta = checkpoint.load_network(path)
     for key, asked in (("variant", variant), ("activation", activation), ("pool", pool)):
-        saved = settings.get(key)
-        if asked is not None and saved is not None and asked != saved:
-            raise ToolError(f"checkpoint {path} holds a LeNet with {key}={saved!r}, not {asked!r}; "
-                            f"drop --{key} or pass --{key} {saved}")
-        if saved is None and asked is not None:
-            settings[key] = asked
-    try:
-        from .evaluate import network_kwargs
-        chosen = network_kwargs(settings)
-        net = LeNet(**chosen)
-        net.load_state_dict(params)
-    except (KeyError, ValueError) as exc:
-        msg = exc.args[0] if exc.args else str(exc)
-        shown = ", ".join(f"{k}={settings.get(k)!r}" for k in ("variant", "activation", "pool") if k in settings)
-        raise ToolError(f"checkpoint {path} does not fit LeNet({shown}): {msg}") from None
-    epoch = meta.get("epoch")
-    return net, f"checkpoint {path}" + (f" (epoch {epoch})" if epoch is not None else "")
+        held = getattr(net, key)
+        if asked is not None and (resolve_variant(asked)[0] if key == "variant" else asked) != held:
+            raise ToolError(f"checkpoint {path} holds a LeNet with {key}={held!r}, not {asked!r}; "
+                            f"drop --{key} or pass --{key} {held}")
+    return net, describe_weights(path, meta)
 
 
 def load_test_set(data_dir=None):
@@ -160,12 +123,6 @@ def _grad(g) -> dict:
     return dict(shape=tuple(g.shape), norm=float(np.linalg.norm(g)), max_abs=float(np.abs(g).max()))
 
 
-def named_layers(net):
-    """(name, layer) of a LeNet (any variant) in the book's forward order, named as in
-    ``state_dict``; the layer None stands for the book's flatten reshape."""
-    return net.named_layers()
-
-
 def trace(net: LeNet, x, y, loss_fn=None) -> list[dict]:
     """Forward and backward through ``net`` layer by layer; one record per step.
 
@@ -181,25 +138,14 @@ def trace(net: LeNet, x, y, loss_fn=None) -> list[dict]:
     records = [dict(phase="forward", name="input", type="", **_stats(x))]
     net.zero_grad()
     out = x
-    shape_before_flatten = None
-    for name, layer in named_layers(net):
-        if layer is None:
-            shape_before_flatten = out.shape
-            out = out.reshape(out.shape[0], -1)                 # the book's feature.view(N, -1)
-            records.append(dict(phase="forward", name=name, type="reshape", **_stats(out)))
-            continue
-        out = layer(out)
+    for name, layer, out in net.walk(x):                         # the book's order, Flatten included
         records.append(dict(phase="forward", name=name, type=type(layer).__name__, **_stats(out)))
     loss = float(loss_fn.forward(out, y))
     records.append(dict(phase="loss", name="loss", type=type(loss_fn).__name__, value=loss))
 
     grad = loss_fn.backward()                                    # dL/dlogits = (softmax - onehot) / N
     records.append(dict(phase="backward", name="loss", type=type(loss_fn).__name__, params={}, **_grad(grad)))
-    for name, layer in reversed(named_layers(net)):
-        if layer is None:
-            grad = grad.reshape(shape_before_flatten)            # undo the flatten
-            records.append(dict(phase="backward", name=name, type="reshape", params={}, **_grad(grad)))
-            continue
+    for name, layer in reversed(net.named_layers()):
         grad = layer.backward(grad)
         params = {f"{name}.{pname}": _grad(p.grad) for pname, p in layer.named_parameters()}
         records.append(dict(phase="backward", name=name, type=type(layer).__name__, params=params, **_grad(grad)))
@@ -237,8 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
                                             "gradient shapes and norms backward.")
     p.add_argument("--batch-size", type=cli.int_in_range(1, MAX_BATCH), default=4,
                    help=f"images in the batch, 1 to {MAX_BATCH:,} (the test set's size) (default 4)")
-    p.add_argument("--variant", choices=tuple(VARIANTS), default=None,
-                   help="seed (default), d2l or batchnorm; taken from the checkpoint when one is given")
+    p.add_argument("--variant", choices=(*VARIANTS, *VARIANT_ALIASES), default=None,
+                   help="classic (default; seed is its earlier name), d2l or batchnorm; taken from the checkpoint "
+                   "when one is given")
     p.add_argument("--activation", choices=sorted(ACTIVATIONS), default=None,
                    help="sigmoid (default) or relu; taken from the checkpoint when one is given")
     p.add_argument("--pool", choices=sorted(POOLS), default=None,
@@ -255,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args) -> int:
     try:
-        net, where = load_network(args.checkpoint, args.activation, args.pool, args.seed, args.variant)
+        net, where = build_network(args.checkpoint, args.activation, args.pool, args.seed, args.variant)
         if args.batch_size < 2 and uses_batch_statistics(net):
             raise ToolError(f"--batch-size {args.batch_size}: LeNet(variant={net.variant!r}) normalises with the "
                             "batch's statistics in training mode, which needs a batch of at least 2; "

@@ -15,22 +15,21 @@ evaluate, trace and visualize rebuild the same network. ``--resume`` continues a
 for bit on the CPU, and Ctrl-C saves the state reached so far (mid-epoch included) and
 says how to resume.
 
-Per-step metrics: with ``--metrics runs/m.csv``, ``runs/m.steps.csv`` (the same format)
-gets one row every ``--log-every`` steps and at the last step of each epoch: the epoch,
-the global step (1-based, counted across epochs and resumes), the mean loss per example
-of the steps since the previous row, and the L2 norm of every parameter's gradient at
-that step (after backward, before the optimizer's step), one ``grad_norm:<name>`` column
-per parameter in ``named_parameters()`` order. The norms are reduced on the device and
-read back in one transfer with the loss, at the loop's periodic reads. The rows live in
-the checkpoint, so a resumed run keeps those of the steps before it.
+Per-step metrics: with ``--metrics runs/m.csv``, ``runs/m.steps.csv`` (CSV or JSON as the
+per-epoch file; ``lenet_np.metrics`` writes and reads both) gets one row every
+``--log-every`` steps and at the last step of each epoch: the epoch, the global step
+(1-based, counted across epochs and resumes), the mean loss per example of the steps since
+the previous row, and the L2 norm of every parameter's gradient at that step (after
+backward, before the optimizer's step), one ``grad_norm:<name>`` column per parameter in
+``named_parameters()`` order. The norms are reduced on the device and read back in one
+transfer with the loss, at the loop's periodic reads. The rows live in the checkpoint, so a
+resumed run keeps those of the steps before it.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import io
-import json
 import signal
 import sys
 import threading
@@ -41,7 +40,9 @@ import numpy as np
 
 from . import backend, checkpoint, cli
 from .data import DataError, iterate_batches, load_fashion_mnist, num_batches
-from .model import VARIANTS, LeNet, resolve_variant
+from .evaluate import accuracy
+from .metrics import EPOCH_FIELDS, STEP_FIELDS, step_fields, steps_path, write_rows
+from .model import VARIANT_ALIASES, VARIANTS, LeNet, resolve_variant
 from .nn import CrossEntropyLoss
 from .optim import SGD, Adam
 from .parallel import DataParallel, default_workers, uses_batch_statistics
@@ -51,7 +52,6 @@ SETTINGS = ("variant", "epochs", "batch_size", "lr", "optimizer", "momentum", "s
 FIXED = ("variant", "activation", "pool", "optimizer")      # cannot change when resuming
 NEUTRAL = ("epochs", "log_every")        # changing these on resume does not change the trajectory
 MAX_WORKERS = 256
-METRIC_FIELDS = ("epoch", "loss", "train_acc", "test_acc", "time_sec", "examples_per_sec")
 
 
 DESCRIPTION = ("Train the book's LeNet on Fashion-MNIST (Adam, lr 0.001, batch 256, 5 epochs, sigmoid, max "
@@ -64,16 +64,21 @@ class TrainingError(RuntimeError):
     """Stops the run with a message for the user (exit status 1)."""
 
 
-DEFAULTS = {"variant": "seed", "epochs": 5, "batch_size": 256, "lr": 0.001, "optimizer": "adam", "momentum": 0.0,
-            "seed": 0, "activation": "sigmoid", "pool": "max", "workers": 0, "log_every": 10}
+# The variant's own recipe (epochs, batch size, lr, optimizer) and its activation and pooling
+# come from the one table of variants, lenet_np.model.VARIANTS; these are the rest.
+DEFAULTS = {"variant": "classic", **VARIANTS["classic"]["recipe"], "momentum": 0.0, "seed": 0,
+            "activation": VARIANTS["classic"]["activation"], "pool": VARIANTS["classic"]["pool"],
+            "workers": 0, "log_every": 10}
 # The book's recipe for its other LeNets (d2l.ai, chapters on LeNet and on batch normalization).
-BOOK_RECIPE = {"epochs": 10, "batch_size": 128, "lr": 0.1, "optimizer": "sgd", "pool": "avg"}
-RECIPES = {"seed": {}, "d2l": BOOK_RECIPE, "batchnorm": BOOK_RECIPE}
+BOOK_RECIPE = dict(VARIANTS["d2l"]["recipe"], pool=VARIANTS["d2l"]["pool"])
 
 
 def defaults_for(variant) -> dict:
-    """The default settings of a variant: DEFAULTS, with the book's recipe for d2l and batchnorm."""
-    return dict(DEFAULTS, variant=variant, **RECIPES[variant])
+    """The default settings of a variant (an earlier name, such as "seed", taken for today's):
+    DEFAULTS, with the variant's recipe, activation and pooling from lenet_np.model.VARIANTS."""
+    variant = resolve_variant(variant)[0]
+    spec = VARIANTS[variant]
+    return dict(DEFAULTS, variant=variant, **spec["recipe"], activation=spec["activation"], pool=spec["pool"])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,10 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     from DEFAULTS (the book's settings). Every value is checked here, before any work."""
     d, b = DEFAULTS, BOOK_RECIPE
     p = cli.Parser(prog="python -m lenet_np.train", description=DESCRIPTION)
-    p.add_argument("--variant", choices=tuple(VARIANTS),
-                   help="which of the book's LeNets: seed (the default), d2l (today's book: padding 2, average "
-                   "pooling, Xavier init) or batchnorm (d2l's LeNet with batch normalization); d2l and batchnorm "
-                   "default to the book's recipe for them")
+    p.add_argument("--variant", choices=(*VARIANTS, *VARIANT_ALIASES),
+                   help="which of the book's LeNets: classic (the default; seed is its earlier name), d2l "
+                   "(today's book: padding 2, average pooling, Xavier init) or batchnorm (d2l's LeNet with batch "
+                   "normalization); d2l and batchnorm default to the book's recipe for them")
     p.add_argument("--epochs", type=cli.positive_int,
                    help=f"total epochs of the run, a resumed run included (default {d['epochs']}; "
                    f"d2l, batchnorm: {b['epochs']})")
@@ -127,11 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_settings(args, saved=None) -> None:
     """Fill unset settings from the checkpoint being resumed (``saved``) or the variant's
-    defaults (``defaults_for``). A checkpoint without a variant holds the seed variant's network.
-    A setting that cannot change in mid-run (the architecture, the optimizer) must match."""
+    defaults (``defaults_for``). A checkpoint without a variant holds the default variant's
+    network. A setting that cannot change in mid-run (the architecture, the optimizer) must
+    match. Variants are compared by today's names ("seed" is "classic")."""
     if saved is not None:
-        saved = dict(saved)
-        saved.setdefault("variant", "seed")
+        saved = dict(saved, variant=resolve_variant(saved.get("variant", DEFAULTS["variant"]))[0])
+    if args.variant is not None:
+        args.variant = resolve_variant(args.variant)[0]
     variant = args.variant or (saved["variant"] if saved is not None else DEFAULTS["variant"])
     for key, default in defaults_for(variant).items():
         given = getattr(args, key)
@@ -171,9 +178,9 @@ def check_resume(meta, path, n_train, batch_size) -> None:
     the metrics, and a mid-epoch position fits the data and the batch size."""
     checkpoint.check_resumable(meta, path)
     for entry in meta["history"]:
-        if set(entry) != set(METRIC_FIELDS) or not all(isinstance(entry[k], (int, float)) for k in METRIC_FIELDS):
+        if set(entry) != set(EPOCH_FIELDS) or not all(isinstance(entry[k], (int, float)) for k in EPOCH_FIELDS):
             raise checkpoint.CheckpointError(
-                f"checkpoint {path}: a history entry is {entry!r}, expected the numbers {', '.join(METRIC_FIELDS)}; "
+                f"checkpoint {path}: a history entry is {entry!r}, expected the numbers {', '.join(EPOCH_FIELDS)}; "
                 "the file is damaged or not written by lenet_np.train")
     step, seen = meta["step"], meta["sums"][2]
     if step and not (step <= num_batches(n_train, batch_size) and 0 < seen <= n_train):
@@ -223,30 +230,7 @@ class Progress:
             self.bar.close()
 
 
-# -- metrics and plot ---------------------------------------------------------------------
-def write_metrics(path, history, fields=METRIC_FIELDS) -> None:
-    """Rows (dicts) as a CSV with a header or a JSON list of objects (by the suffix), atomically."""
-    path = Path(path)
-    if path.suffix.lower() == ".json":
-        data = json.dumps(history, indent=2).encode()
-    else:
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-        w.writeheader()
-        w.writerows(history)
-        data = buf.getvalue().encode()
-    checkpoint.atomic_write(path, lambda f: f.write(data))
-
-
-def steps_path(path) -> Path:
-    """Where the per-step metrics go: runs/metrics.csv -> runs/metrics.steps.csv."""
-    path = Path(path)
-    return path.with_name(path.stem + ".steps" + path.suffix)
-
-
-STEP_FIELDS = ("epoch", "step", "loss")
-
-
+# -- per-step metrics and plot (the metrics files' format: lenet_np/metrics.py) ---------------
 class StepLog:
     """The per-step metrics: a row every ``every`` steps and at the last step of each epoch.
 
@@ -259,7 +243,7 @@ class StepLog:
     def __init__(self, net, every, rows=(), carry=(0.0, 0)):
         named = list(net.named_parameters())
         self.params = [p for _, p in named]
-        self.fields = (*STEP_FIELDS, *(f"grad_norm:{name}" for name, _ in named))
+        self.fields = step_fields(name for name, _ in named)
         self.every = every
         self.rows = list(rows)
         self.carry = (float(carry[0]), int(carry[1]))
@@ -324,22 +308,6 @@ def write_plot(path, history) -> None:
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
     checkpoint.atomic_write(path, lambda f: f.write(buf.getvalue()))
-
-
-# -- evaluation ---------------------------------------------------------------------------
-def predict(net, images, batch_size):
-    """Predicted classes for uint8 images (N, 28, 28), on the images' device."""
-    xp = backend.get_array_module(images)
-    net.eval()
-    preds = []
-    for x, _ in iterate_batches(images, xp.zeros(len(images), dtype=np.uint8), batch_size, shuffle=False):
-        preds.append(net(x).argmax(axis=1))
-    net.train()
-    return xp.concatenate(preds)
-
-
-def accuracy(net, images, labels, batch_size) -> float:
-    return float((predict(net, images, batch_size) == labels).mean())
 
 
 # -- interruption -------------------------------------------------------------------------
@@ -541,8 +509,8 @@ def run(args) -> list:
             save(epoch, 0, epoch_rng_state, (0.0, 0, 0))
         if args.metrics:
             steps.flush()
-            write_metrics(args.metrics, history)
-            write_metrics(steps_path(args.metrics), steps.rows, steps.fields)
+            write_rows(args.metrics, history)
+            write_rows(steps_path(args.metrics), steps.rows, steps.fields)
         if args.plot:
             write_plot(args.plot, history)
     return history

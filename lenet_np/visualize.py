@@ -19,9 +19,10 @@ Writes PNG files (matplotlib, Agg backend) into DIR:
                              scale), one panel per per-step metrics file, same y scale
     curves.png               loss per step and per epoch, train and test accuracy
 
-The per-epoch metrics come from --metrics (as written by ``lenet_np.train --metrics``) or
-else from the checkpoint's history; the per-step metrics from --steps, by default the
-``.steps`` file beside --metrics (``metrics.csv`` -> ``metrics.steps.csv``). The test images
+The network is the checkpoint's (``checkpoint.load_network``). The per-epoch metrics come
+from --metrics (as written by ``lenet_np.train --metrics``) or else from the checkpoint's
+history; the per-step metrics from --steps, by default the ``.steps`` file beside --metrics
+(``metrics.csv`` -> ``metrics.steps.csv``); ``lenet_np.metrics`` reads both. The test images
 come from ``lenet_np.data`` (``--data-dir``, else its search path); when no ``--data-dir`` is
 given and no data set is found, random images stand in (the pictures say so). Each PNG is
 written atomically: a failed run leaves no half-written file. The network is any LeNet
@@ -31,10 +32,7 @@ variant: the layers are found by type (every Conv2d, the activation after it), n
 from __future__ import annotations
 
 import argparse
-import csv
 import io
-import json
-import math
 import re
 import sys
 import textwrap
@@ -43,15 +41,12 @@ from pathlib import Path
 import numpy as np
 
 from . import backend, cli
-from .checkpoint import atomic_write
+from .checkpoint import NETWORK_SETTINGS, CheckpointError, atomic_write, load_network
+from .evaluate import predict_logits
+from .metrics import MetricsError, epoch_rows, read_epochs, read_steps, steps_path
 from .model import ACTIVATIONS, LeNet
-from .nn import Conv2d, CrossEntropyLoss, Linear
-from .trace import CLASS_NAMES, ToolError, load_test_set, read_checkpoint
-
-METRIC_KEYS = ("epoch", "loss", "train_acc", "test_acc")
-STEP_KEYS = ("epoch", "step", "loss")
-GRAD_PREFIX = "grad_norm:"
-ARCH_KEYS = ("variant", "activation", "pool")         # the settings that choose the network
+from .nn import Conv2d, CrossEntropyLoss
+from .trace import CLASS_NAMES, ToolError, describe_weights, load_test_set
 
 
 def _pyplot():
@@ -82,55 +77,24 @@ def _wrap(text: str, width_in: float) -> str:
 
 
 # -- the network --------------------------------------------------------------------------------
-def load_network(path) -> tuple[LeNet, dict, str]:
-    """(net, settings, description): the LeNet a checkpoint describes, with its weights.
-
-    The architecture comes from the checkpoint's settings (variant, activation, pool, those
-    that are there); a checkpoint that does not fit raises ToolError."""
-    params, meta = read_checkpoint(path)
-    settings = meta.get("settings", {})
-    settings = settings if isinstance(settings, dict) else {}
-    arch = {k: settings[k] for k in ARCH_KEYS if k in settings}
-    try:
-        net = LeNet(**arch)
-        net.load_state_dict(params)
-    except (KeyError, ValueError, TypeError) as exc:
-        msg = exc.args[0] if exc.args else str(exc)
-        shown = ", ".join(f"{k}={v!r}" for k, v in arch.items()) or "the defaults"
-        raise ToolError(f"checkpoint {path} does not fit LeNet({shown}): {msg}") from None
-    epoch = meta.get("epoch")
-    return net, settings, f"checkpoint {path}" + (f" (epoch {epoch})" if epoch is not None else "")
-
-
 def describe(net) -> str:
     """LeNet(variant=..., activation=..., pool=...) with what the network has of these."""
-    return "LeNet(" + ", ".join(f"{k}={getattr(net, k)!r}" for k in ARCH_KEYS if hasattr(net, k)) + ")"
-
-
-def leaf_layers(net) -> list[tuple[str, object]]:
-    """(name, layer) of every layer without sub-layers, in the order they were defined: the
-    forward order of every LeNet variant (conv.0 ... fc.4, or net.0 ... net.N)."""
-    return [(name, m) for name, m in net.named_modules() if name and not list(m.children())]
+    return "LeNet(" + ", ".join(f"{k}={getattr(net, k)!r}" for k in NETWORK_SETTINGS if hasattr(net, k)) + ")"
 
 
 def conv_layers(net) -> list[tuple[str, Conv2d]]:
     """(name, layer) of every Conv2d, in forward order."""
-    return [(name, m) for name, m in leaf_layers(net) if isinstance(m, Conv2d)]
+    return [(name, m) for name, m in net.named_layers() if isinstance(m, Conv2d)]
 
 
 def _walk(net, x):
-    """Yield (name, type, output) for every layer, in the book's order, in evaluation mode.
-    A Linear that meets a 4-D input first gets the flatten reshape (the book's
-    ``feature.view(N, -1)``), yielded as ("flatten", "reshape", ...)."""
+    """Yield (name, type, output) for every layer, in the book's order (``LeNet.walk``), in
+    evaluation mode; the mode the network was in is restored."""
     was_training = net.training
     net.eval()
     try:
-        for name, layer in leaf_layers(net):
-            if isinstance(layer, Linear) and x.ndim > 2:
-                x = x.reshape(x.shape[0], -1)
-                yield "flatten", "reshape", x
-            x = layer(x)
-            yield name, type(layer).__name__, x
+        for name, layer, out in net.walk(x):
+            yield name, type(layer).__name__, out
     finally:
         net.train(was_training)
 
@@ -156,23 +120,17 @@ def conv_activations(net, x, count: int = 2) -> list[tuple[str, str, np.ndarray]
     return acts
 
 
+def softmax(logits) -> np.ndarray:
+    """Softmax probabilities, float64 NumPy, of logits (N, K) (or (K,)) on any device."""
+    z = backend.as_numpy(logits).astype(np.float64)
+    p = np.exp(z - z.max(axis=-1, keepdims=True))
+    return p / p.sum(axis=-1, keepdims=True)
+
+
 def predict_proba(net, images, batch_size: int = 1000) -> np.ndarray:
-    """Softmax probabilities (N, 10), float64, of float32 images (N, 1, 28, 28), in evaluation mode."""
-    was_training = net.training
-    net.eval()
-    try:
-        logits = np.concatenate([backend.as_numpy(net(images[i:i + batch_size])).astype(np.float64)
-                                 for i in range(0, len(images), batch_size)])
-    finally:
-        net.train(was_training)
-    z = logits - logits.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    return p / p.sum(axis=1, keepdims=True)
-
-
-def predict(net, images, batch_size: int = 1000) -> np.ndarray:
-    """Predicted classes of float32 images (N, 1, 28, 28)."""
-    return predict_proba(net, images, batch_size).argmax(axis=1)
+    """Softmax probabilities (N, 10), float64, of ``images`` (as ``evaluate.predict_logits``
+    takes them), in evaluation mode."""
+    return softmax(predict_logits(net, images, batch_size))
 
 
 def most_confident_mistakes(probs, labels, count: int) -> np.ndarray:
@@ -201,109 +159,10 @@ def input_gradients(net, images, labels) -> tuple[np.ndarray, np.ndarray]:
         net.zero_grad()
     finally:
         net.train(was_training)
-    logits = backend.as_numpy(logits).astype(np.float64)
-    p = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return backend.as_numpy(grad) * len(images), p / p.sum(axis=1, keepdims=True)
+    return backend.as_numpy(grad) * len(images), softmax(logits)
 
 
-# -- reading metrics ----------------------------------------------------------------------------
-def _read_rows(path: Path, what: str) -> list[dict]:
-    """The rows of a CSV with a header or of a JSON list of objects."""
-    if path.suffix.lower() == ".json":
-        rows = json.loads(path.read_text())
-        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            raise ValueError("not a JSON list of objects")
-    else:
-        with path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-    if not rows:
-        raise ValueError(f"no {what} in it")
-    return rows
-
-
-def read_metrics(path) -> list[dict]:
-    """Per-epoch metrics from a CSV with a header or a JSON list of dicts."""
-    path = Path(path)
-    if not path.is_file():
-        raise ToolError(f"metrics {path}: no such file")
-    try:
-        rows = _read_rows(path, "epochs")
-        missing = [k for k in METRIC_KEYS if k not in rows[0]]
-        if missing:
-            raise ValueError(f"missing column(s) {', '.join(missing)}; expected {', '.join(METRIC_KEYS)}")
-        return [{k: float(r[k]) for k in METRIC_KEYS} for r in rows]
-    except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError, csv.Error) as exc:
-        raise ToolError(f"metrics {path}: cannot read it as per-epoch metrics ({exc})") from None
-
-
-def steps_path_for(metrics) -> Path:
-    """The per-step file that ``train --metrics PATH`` writes beside PATH: runs/metrics.csv ->
-    runs/metrics.steps.csv, m.json -> m.steps.json."""
-    metrics = Path(metrics)
-    return metrics.with_name(metrics.stem + ".steps" + metrics.suffix)
-
-
-def _whole(value, key) -> int:
-    number = float(value)
-    if not math.isfinite(number) or number != int(number) or number < 1:
-        raise ValueError(f"{key} {value!r} is not a whole number >= 1")
-    return int(number)
-
-
-def _step_row(r: dict, names: list[str]) -> tuple[int, int, float, list[float]]:
-    """(epoch, step, loss, [norm per name]) of one row of a steps file."""
-    if None in r or any(r.get(k) in (None, "") for k in STEP_KEYS):      # a CSV row too long or too short
-        raise ValueError(f"{'too many' if None in r else 'missing'} values")
-    norms = []
-    for name in names:
-        value = r.get(GRAD_PREFIX + name)
-        if value in (None, ""):
-            raise ValueError(f"no value for {GRAD_PREFIX}{name}")
-        norms.append(float(value))
-        if norms[-1] < 0:
-            raise ValueError(f"{GRAD_PREFIX}{name} is {value}, a norm is >= 0")
-    return _whole(r["epoch"], "epoch"), _whole(r["step"], "step"), float(r["loss"]), norms
-
-
-def read_steps(path) -> dict:
-    """Per-step metrics (the ``.steps`` file of ``train --metrics``) as NumPy arrays:
-    {"epoch": int (R,), "step": int (R,), "loss": float (R,), "grad_norms": {parameter name:
-    float (R,)}}, one entry per ``grad_norm:<name>`` column in the file's order; other
-    columns are ignored. A malformed file raises ToolError in one line."""
-    path = Path(path)
-    if not path.is_file():
-        raise ToolError(f"steps {path}: no such file")
-    try:
-        rows = _read_rows(path, "steps")
-        keys = list(rows[0])
-        missing = [k for k in STEP_KEYS if k not in keys]
-        if missing:
-            raise ValueError(f"missing column(s) {', '.join(missing)}; expected {', '.join(STEP_KEYS)}, "
-                             f"then {GRAD_PREFIX}<parameter> columns")
-        names = [k[len(GRAD_PREFIX):] for k in keys if isinstance(k, str) and k.startswith(GRAD_PREFIX)]
-        epoch, step, loss = [], [], []
-        norms = {name: [] for name in names}
-        for i, r in enumerate(rows, start=1):
-            try:
-                e, s, lo, row_norms = _step_row(r, names)
-            except (ValueError, TypeError, AttributeError) as exc:
-                raise ValueError(f"row {i}: {exc}") from None
-            epoch.append(e)
-            step.append(s)
-            loss.append(lo)
-            for name, value in zip(names, row_norms):
-                norms[name].append(value)
-        step_a = np.array(step, dtype=np.int64)
-        if np.any(np.diff(step_a) <= 0) or np.any(np.diff(epoch) < 0):
-            i = int(np.flatnonzero((np.diff(step_a) <= 0) | (np.diff(epoch) < 0))[0]) + 2
-            raise ValueError(f"row {i}: the steps and epochs must increase from row to row")
-    except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError, OverflowError, csv.Error) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ToolError(f"steps {path}: cannot read it as per-step metrics ({msg})") from None
-    return {"epoch": np.array(epoch, dtype=np.int64), "step": step_a, "loss": np.array(loss, dtype=np.float64),
-            "grad_norms": {name: np.array(v, dtype=np.float64) for name, v in norms.items()}}
-
-
+# -- the per-step metrics (read by lenet_np.metrics) ----------------------------------------------
 def fractional_epochs(steps: dict) -> np.ndarray:
     """Each row's position in epochs (1.0 = the end of epoch 1), from its step and the last
     step of its epoch (train writes a row at the last step of every epoch). The epochs are
@@ -419,7 +278,7 @@ def initial_network(settings: dict):
     and architecture), or None when the settings hold no seed."""
     if not isinstance(settings.get("seed"), int):
         return None
-    return LeNet(**{k: settings[k] for k in ARCH_KEYS if k in settings}, seed=settings["seed"])
+    return LeNet(**{k: settings[k] for k in NETWORK_SETTINGS if k in settings}, seed=settings["seed"])
 
 
 def filter_changes(net, initial) -> list[tuple[str, np.ndarray, np.ndarray, float]]:
@@ -454,9 +313,7 @@ def plot_feature_maps(net, image, label, path: Path, source: str) -> Path:
     maps = [o for o in outputs if o[2].ndim == 4]                # the input and every 4-D output
     last = outputs[-1]
     vectors = [o for o in outputs[:-1] if o[2].ndim == 2 and o[1] not in ("reshape", "Flatten")]
-    logits = last[2][0].astype(np.float64)
-    probs = np.exp(logits - logits.max())
-    probs /= probs.sum()
+    probs = softmax(last[2][0])
     ncols = max(o[2].shape[1] for o in maps)
     fig = plt.figure(figsize=(ncols * 0.95 + 1.8, 1.25 * len(maps) + 0.55 * len(vectors) + 2.6))
     grid = fig.add_gridspec(len(maps) + len(vectors) + 1, ncols + 1, hspace=0.9, wspace=0.0,
@@ -855,8 +712,8 @@ def steps_files(steps, metrics) -> list[Path]:
     per-epoch metrics when there is one, else none."""
     if steps:
         return [Path(f) for f in steps]
-    if metrics and steps_path_for(metrics).is_file():
-        return [steps_path_for(metrics)]
+    if metrics and steps_path(metrics).is_file():
+        return [steps_path(metrics)]
     return []
 
 
@@ -871,8 +728,9 @@ def _run_label(path: Path) -> str:
 
 def run(args) -> list[Path]:
     _pyplot()                                                    # fail early without matplotlib
-    net, settings, where = load_network(args.checkpoint)
-    history = read_metrics(args.metrics) if args.metrics else None
+    net, meta = load_network(args.checkpoint)
+    settings, where = meta.get("settings", {}), describe_weights(args.checkpoint, meta)
+    history = read_epochs(args.metrics) if args.metrics else None
     runs = [(Path(f), read_steps(f)) for f in steps_files(args.steps, args.metrics)]
     test, why = load_test_set(args.data_dir)
     if test is not None:
@@ -920,10 +778,10 @@ def run(args) -> list[Path]:
         _note("no per-step metrics (--steps, or a .steps file beside --metrics): gradient_norms.png skipped")
 
     if history is None:                                          # the history train.py stores in the meta
-        history, hist_source = read_checkpoint(args.checkpoint)[1].get("history"), f"history in {args.checkpoint}"
+        hist_source = f"history in {args.checkpoint}"
         try:
-            history = [{k: float(h[k]) for k in METRIC_KEYS} for h in history or []]
-        except (KeyError, TypeError, ValueError):                # a foreign history: no curves
+            history = epoch_rows(meta.get("history", []))
+        except ValueError:                                       # a foreign history: no curves
             history = None
     else:
         hist_source = str(args.metrics)
@@ -940,7 +798,7 @@ def run(args) -> list[Path]:
 def _run(args) -> int:
     try:
         written = run(args)
-    except ToolError as exc:
+    except (ToolError, CheckpointError, MetricsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     for path in written:

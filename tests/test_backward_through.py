@@ -1,4 +1,4 @@
-"""MaxPool2d.backward_through: an activation and the max pooling after it, back in one step.
+"""backward_through (nn/fast/pooling.py): an activation and the max pooling after it, back in one step.
 
 Where it runs (the windows tile the input, training-mode forward on the CPU, no NaN), its
 result must equal the two separate backwards bit for bit, ties included; everywhere else it
@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 
 import lenet_np as ln
 from lenet_np import nn
+from lenet_np.nn.fast import pooling as fast_pooling
+from lenet_np.nn.fast.pooling import backward_through
 from lenet_np.nn.module import chain_backward
 
 from .conftest import to_np
@@ -44,10 +46,10 @@ def test_one_step_equals_two_steps_bit_for_bit(name, n, c, k, oh, ow, ties, layo
     if special:                                    # and NaN, infinities, signed zeros in G
         g.reshape(-1)[rng.integers(0, g.size, 3)] = rng.choice([np.nan, np.inf, -np.inf, -0.0], 3)
     with np.errstate(invalid="ignore"):            # inf * 0 is NaN, in both forms alike
-        fused = pool.backward_through(act, g)
+        fused = backward_through(pool, act, g)
         assert fused is not None
         expected = two_step(act, pool, g)
-        again = pool.backward_through(act, g)      # a second call gives the same
+        again = backward_through(pool, act, g)      # a second call gives the same
     np.testing.assert_array_equal(fused, expected)
     np.testing.assert_array_equal(np.signbit(fused), np.signbit(expected))
     np.testing.assert_array_equal(again, fused)
@@ -70,7 +72,7 @@ def test_declines_where_the_two_steps_differ_or_are_needed(case):
     act = nn.Sigmoid()
     y = pool(act(z))
     g = rng.standard_normal(y.shape).astype(np.float32)
-    assert pool.backward_through(act, g) is None
+    assert backward_through(pool, act, g) is None
     dz = two_step(act, pool, g)                   # and the two steps still run
     assert dz.shape == z.shape
 
@@ -80,7 +82,7 @@ def test_declines_on_the_gpu_path(xp):
     act, pool = nn.Sigmoid(), nn.MaxPool2d(2)
     z = xp.asarray(np.random.default_rng(1).standard_normal((2, 3, 8, 8)).astype(np.float32))
     y = pool(act(z))
-    fused = pool.backward_through(act, xp.ones_like(y))
+    fused = backward_through(pool, act, xp.ones_like(y))
     assert (fused is None) == (xp is not np)
 
 
@@ -88,7 +90,7 @@ def test_checks_the_gradient_shape():
     act, pool = nn.Sigmoid(), nn.MaxPool2d(2)
     pool(act(np.zeros((2, 3, 8, 8), dtype=np.float32)))
     with pytest.raises(ValueError, match="shape"):
-        pool.backward_through(act, np.zeros((1, 3, 4, 4), dtype=np.float32))
+        backward_through(pool, act, np.zeros((1, 3, 4, 4), dtype=np.float32))
 
 
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
@@ -102,7 +104,7 @@ def test_lenet_backward_takes_one_step_per_pair_with_the_same_gradients(activati
     for fused in (True, False):
         net = ln.LeNet(activation, seed=0)
         if not fused:
-            monkeypatch.setattr(nn.MaxPool2d, "backward_through", lambda self, act, grad: None)
+            monkeypatch.setattr(fast_pooling, "backward_through", lambda pool, act, grad: None)
         calls = []
         cls = ACTIVATIONS[activation]
 
@@ -121,7 +123,7 @@ def test_lenet_backward_takes_one_step_per_pair_with_the_same_gradients(activati
 
 def test_chain_backward_fuses_inside_sequential_and_keeps_input_grad(monkeypatch):
     """Sequential goes back through chain_backward too; a pair at the very front is not fused
-    (the first layer decides on input_grad), and a reshape entry (None) is undone."""
+    (the first layer decides on input_grad), and a Flatten after them goes back as usual."""
     rng = np.random.default_rng(3)
     z = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
     seq = nn.Sequential(nn.Sigmoid(), nn.MaxPool2d(2), nn.ReLU(), nn.MaxPool2d(2))
@@ -140,11 +142,12 @@ def test_chain_backward_fuses_inside_sequential_and_keeps_input_grad(monkeypatch
     np.testing.assert_array_equal(seq.backward(g), expected)
     assert relu_calls == []                       # ReLU went back inside the last pool's step
     assert seq.backward(g, input_grad=False) is None
-    np.testing.assert_array_equal(
-        chain_backward(layers + [None], g.reshape(2, -1), reshape_to=y.shape), expected)
+    flat = nn.Flatten()
+    flat(y)
+    np.testing.assert_array_equal(chain_backward(layers + [flat], g.reshape(2, -1)), expected)
 
 
-@pytest.mark.parametrize("variant", ["seed", "d2l"])
+@pytest.mark.parametrize("variant", ["classic", "d2l"])
 def test_lenet_gradients_still_match_torch_with_the_one_step_path(variant):
     """The network's gradients through the fused pairs against torch's autograd (max pooling,
     so d2l is built with pool="max" here)."""
@@ -165,7 +168,7 @@ def _torch_layers(torch, net):
     """The torch twin of ``net`` (its layers in the book's order, its weights)."""
     out = []
     for _, m in net.named_layers():
-        if m is None or isinstance(m, nn.Flatten):
+        if isinstance(m, nn.Flatten):
             out.append(torch.nn.Flatten())
         elif isinstance(m, nn.Conv2d):
             t = torch.nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, padding=m.padding).double()
@@ -209,4 +212,4 @@ def test_an_activation_that_overrides_backward_keeps_it():
     assert LoggedSigmoid.calls == 1
     act, pool = HalfSigmoid(), nn.MaxPool2d(2)
     pool(act(z))
-    np.testing.assert_array_equal(pool.backward_through(act, g), act.backward(pool.backward(g)))
+    np.testing.assert_array_equal(backward_through(pool, act, g), act.backward(pool.backward(g)))

@@ -109,7 +109,7 @@ def test_training_backward_is_not_the_eval_one():
     x = rng.standard_normal((4, 3, 2, 2))
     layer(x)
     dx = layer.backward(rng.standard_normal(x.shape))
-    xhat = layer._cache.xhat
+    xhat = layer.saved().xhat
     np.testing.assert_allclose(dx.sum(axis=(0, 2, 3)), 0, atol=1e-12)
     np.testing.assert_allclose((dx * xhat).sum(axis=(0, 2, 3)), 0, atol=1e-12)
     layer.eval()

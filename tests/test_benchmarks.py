@@ -135,3 +135,28 @@ def test_every_ablation_row_runs_both_sides():
         after()
         labels.append(after_label)
     assert "backward_through" in labels and len(labels) >= 10
+
+
+@pytest.mark.parametrize("variant", ["classic", "d2l", "batchnorm"])
+def test_per_layer_benchmark_times_every_layer_of_every_variant(variant):
+    """The per-layer section walks the network (LeNet.named_layers), so every layer of any of
+    the book's LeNets gets a row, each timed on lenet_np's two forms and the book's torch model
+    (one untimed call of each here)."""
+    pytest.importorskip("torch")
+    import lenet_np as ln
+    from benchmarks import per_layer
+    from benchmarks.timing import Stats
+
+    def once(contenders):
+        out = {}
+        for name, (fn, sync) in contenders.items():
+            fn()
+            sync()
+            out[name] = Stats([1.0])
+        return out
+
+    rows = per_layer.layer_benchmark(once, batch=4, variant=variant, log=lambda *a: None)
+    names = [name for name, _ in ln.LeNet(variant=variant).named_layers()]
+    assert set(names) <= set(rows) and {"loss", "optimizer", "step"} <= set(rows)
+    assert all(set(rows[n]["forward"]) == {"fast", "reference", "torch"} for n in names)
+    assert "Flatten" in {rows[n]["kind"] for n in names}

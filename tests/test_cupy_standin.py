@@ -240,7 +240,7 @@ def cuda_run_resumes_exactly(tmp_path):
         np.testing.assert_array_equal(a["params"][k], b["params"][k])
     assert a["meta"]["history"][-1]["loss"] == b["meta"]["history"][-1]["loss"]
     assert evaluate.main(["--checkpoint", str(full), "--data-dir", str(toy), "--device", "cuda"]) == 0
-    net = evaluate.load_model(full, "cuda")
+    net, _ = checkpoint.load_network(full, "cuda")
     assert backend.device_of(net.conv[0].weight.data) == "cuda"
 
 

@@ -124,8 +124,18 @@ def test_load_mixed_gz_and_raw(tmp_path):
     np.testing.assert_array_equal(data.load_fashion_mnist(tmp_path).test_labels, arrays[TEST_LABELS])
 
 
-def test_class_names():
-    assert len(data.CLASS_NAMES) == 10 and data.CLASS_NAMES[0] == "T-shirt/top" and data.CLASS_NAMES[9] == "Ankle boot"
+def test_the_labels_taken_are_the_indices_of_the_class_names(tmp_path):
+    """A label names its class by index into CLASS_NAMES: a split holding every class, the last one
+    included, loads label for label; one past the last name is refused, with the range it names."""
+    arrays = fake_arrays(n_train=len(data.CLASS_NAMES))
+    arrays[TRAIN_LABELS] = np.arange(len(data.CLASS_NAMES), dtype=np.uint8)[::-1].copy()
+    write_fake(tmp_path / "every-class", arrays=arrays)
+    labels = data.load_fashion_mnist(tmp_path / "every-class").train_labels
+    assert [data.CLASS_NAMES[k] for k in labels] == list(reversed(data.CLASS_NAMES))
+    arrays[TEST_LABELS][-1] = len(data.CLASS_NAMES)
+    write_fake(tmp_path / "one-past", arrays=arrays)
+    message = load_error(tmp_path / "one-past")
+    assert f"label {len(data.CLASS_NAMES)} at index 6 is out of range 0..{len(data.CLASS_NAMES) - 1}" in message
 
 
 # -- bad files: a DataError naming the file and the problem -------------------------------------

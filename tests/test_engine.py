@@ -395,13 +395,11 @@ def cached_arrays(module):
     def walk(value):
         if hasattr(value, "shape") and hasattr(value, "dtype"):
             found.append(value)
-        elif isinstance(value, (tuple, list)):
+        elif isinstance(value, (tuple, list)):                 # records are NamedTuples
             for v in value:
                 walk(v)
     for _, m in module.named_modules():
-        for key, value in vars(m).items():
-            if key.startswith("_cache"):
-                walk(value)
+        walk(m.__dict__.get("_saved"))
     return found
 
 
@@ -451,10 +449,10 @@ def test_loss_backward_leaves_logits_and_cache_alone(xp):
     z0 = to_np(z).copy()
     loss_fn = nn.CrossEntropyLoss()
     loss_fn(z, xp.asarray(np.array([0, 1, 4, 2])))
-    probs = to_np(loss_fn._cache[0]).copy()
+    probs = to_np(loss_fn.saved().probs).copy()
     loss_fn.backward()
     np.testing.assert_array_equal(to_np(z), z0)
-    np.testing.assert_array_equal(to_np(loss_fn._cache[0]), probs)
+    np.testing.assert_array_equal(to_np(loss_fn.saved().probs), probs)
 
 
 @pytest.mark.parametrize("c,o,k,width,padding,expected", [
@@ -484,7 +482,7 @@ def test_one_layer_forward_from_two_threads_at_once(monkeypatch):
     whole forward on another input, then A finishes."""
     import threading
 
-    from lenet_np.nn import conv
+    from lenet_np.nn.fast import conv
 
     rng = np.random.default_rng(11)
     layer = nn.Conv2d(1, 6, 5, rng=np.random.default_rng(1)).eval()
@@ -532,6 +530,67 @@ def test_impl_names_are_checked():
         nn.Conv2d(2, 2, 3, stride=(1, 2), impl="band")
     with pytest.raises(ValueError, match="impl must be one of"):
         nn.MaxPool2d(2, impl="wide")
+    with pytest.raises(ValueError, match=r"AvgPool2d: impl must be one of auto, fast, reference, got 'offsets'"):
+        nn.AvgPool2d(2, impl="offsets")          # average pooling has one form: "offsets" is max pooling's
+    assert nn.AvgPool2d(2, impl="reference").impl == "reference"
+    assert set(nn.Conv2d.IMPLS) >= {"reference", "strided", "wide", "band"}
+    assert set(nn.MaxPool2d.IMPLS) >= {"reference", "offsets"}
+
+
+BACKWARD_FIRST = [*[(case[0], case[1]) for case in NO_WRITE_CASES],
+                  ("loss", nn.CrossEntropyLoss), ("sequential", lambda: nn.Sequential(nn.Linear(3, 2), nn.ReLU())),
+                  ("lenet-d2l", lambda: ln.LeNet(variant="d2l"))]
+
+
+@pytest.mark.parametrize("name,make", BACKWARD_FIRST, ids=[c[0] for c in BACKWARD_FIRST])
+def test_backward_before_forward_is_one_clear_error(name, make):
+    """Every layer has the same guard (Module.saved): a backward before any forward, or after
+    the layer moved (its saved record dropped), names the layer and what is wrong."""
+    layer = make()
+    with pytest.raises(RuntimeError, match=r"backward called before forward"):
+        layer.backward(np.ones((2, 3), np.float32))
+    assert not layer.has_saved()
+
+
+def test_saved_records_are_named_and_dropped_when_the_layer_moves():
+    layer = nn.Sigmoid()
+    y = layer(np.zeros((2, 2), np.float32))
+    assert layer.saved().y is y and layer.saved()._fields == ("y",)
+    conv = nn.Conv2d(1, 2, 3, rng=0, impl="reference")
+    conv(np.zeros((1, 1, 5, 5), np.float32))
+    assert conv.saved()._fields == ("x_shape", "cm") and conv.saved().cm.shape == (9, 9)
+    conv.to("cpu")
+    with pytest.raises(RuntimeError, match="Conv2d.*backward called before forward"):
+        conv.backward(np.ones((1, 2, 3, 3), np.float32))
+
+
+@pytest.mark.parametrize("variant", ["classic", "d2l", "batchnorm"])
+def test_one_walk_names_every_layer_and_its_output(variant):
+    """named_layers and walk: every layer of the book's order, Flatten included, with the
+    output forward computes; the classic network's flatten is a layer but not a parameter key
+    or a child module (state_dict and print(net) stay the book's)."""
+    net = ln.LeNet(variant=variant, seed=0)
+    x = np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32)
+    walked = list(net.walk(x))
+    assert [name for name, _, _ in walked] == [name for name, _ in net.named_layers()]
+    assert sum(isinstance(m, nn.Flatten) for _, m, _ in walked) == 1
+    flat = next(i for i, (_, m, _) in enumerate(walked) if isinstance(m, nn.Flatten))
+    assert walked[flat][2].shape == (3, 400 if variant == "d2l" else 256)
+    np.testing.assert_array_equal(walked[-1][2], net(x))
+    assert all("flatten" not in k for k in net.state_dict())
+    if variant == "classic":
+        assert walked[flat][0] == "flatten" and "flatten" not in repr(net)
+        assert [n for n, _, _ in walked][flat - 1:flat + 2] == ["conv.5", "flatten", "fc.0"]
+
+
+def test_the_classic_network_keeps_its_earlier_name():
+    """variant="seed", the name the book's first network had, still builds it (and so old
+    checkpoints that carry that name load)."""
+    old, new = ln.LeNet(variant="seed", seed=3), ln.LeNet(seed=3)
+    assert old.variant == new.variant == "classic"
+    for (k, a), (k2, b) in zip(old.state_dict().items(), new.state_dict().items()):
+        assert k == k2
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("name,make,shape", NO_WRITE_CASES, ids=[c[0] for c in NO_WRITE_CASES])
@@ -569,9 +628,9 @@ def test_band_buffers_are_reused_and_never_alias(xp, c):
     x1, x2 = (xp.asarray(rng.standard_normal((2, c, 6, 5))) for _ in range(2))
     g = xp.asarray(rng.standard_normal((2, 4, 6, 5)))
     y1 = to_np(layer(x1)).copy()
-    band, t = layer._cache.band, layer._cache.t
+    band, t = layer.saved().saved.band, layer.saved().saved.t
     y2 = layer(x2)
-    assert layer._cache.band is band and layer._cache.t is t          # written over, not new
+    assert layer.saved().saved.band is band and layer.saved().saved.t is t          # written over, not new
     np.testing.assert_array_equal(to_np(layer(x1)), y1)              # nothing left over from x2
     layer(x2)
     ref = fresh()
@@ -579,11 +638,11 @@ def test_band_buffers_are_reused_and_never_alias(xp, c):
     np.testing.assert_array_equal(to_np(layer.backward(g)), to_np(ref.backward(g)))
     np.testing.assert_array_equal(to_np(layer.weight.grad), to_np(ref.weight.grad))
     if xp is np:
-        assert not np.shares_memory(layer._cache.band, x2) and not np.shares_memory(y2, layer._cache.band)
+        assert not np.shares_memory(layer.saved().saved.band, x2) and not np.shares_memory(y2, layer.saved().saved.band)
     layer.weight.data = layer.weight.data * 2                          # new weights: T follows
     np.testing.assert_array_equal(to_np(layer(x2)), to_np(fresh()(x2)))
     layer(xp.asarray(rng.standard_normal((3, c, 7, 5))))               # more rows: a new band,
-    assert layer._cache.band is not band and layer._cache.t is t      # T depends on the width only
+    assert layer.saved().saved.band is not band and layer.saved().saved.t is t      # T depends on the width only
     x3 = xp.asarray(rng.standard_normal((3, c, 7, 6)))                 # another width: a new T
     np.testing.assert_array_equal(to_np(layer(x3)), to_np(fresh()(x3)))
-    assert layer._cache.t is not t
+    assert layer.saved().saved.t is not t

@@ -29,15 +29,15 @@ def histories(toy, tmp_path, *flags):
 
 
 @pytest.mark.parametrize("flags, expected", [
-    (("--lr", "0.01"), {"variant": "seed", "optimizer": "adam", "lr": 0.01, "activation": "sigmoid", "pool": "max"}),
+    (("--lr", "0.01"), {"variant": "classic", "optimizer": "adam", "lr": 0.01, "activation": "sigmoid", "pool": "max"}),
     (("--activation", "relu", "--pool", "avg", "--seed", "3", "--optimizer", "sgd", "--lr", "0.5", "--momentum", "0.9"),
-     {"variant": "seed", "optimizer": "sgd", "lr": 0.5, "momentum": 0.9, "activation": "relu", "pool": "avg",
+     {"variant": "classic", "optimizer": "sgd", "lr": 0.5, "momentum": 0.9, "activation": "relu", "pool": "avg",
       "seed": 3}),
     (("--variant", "d2l", "--activation", "relu", "--pool", "max"),
      {"variant": "d2l", "optimizer": "sgd", "lr": 0.1, "activation": "relu", "pool": "max"}),
     (("--variant", "batchnorm",),
      {"variant": "batchnorm", "optimizer": "sgd", "lr": 0.1, "momentum": 0.0, "activation": "sigmoid", "pool": "avg"}),
-], ids=["seed", "seed-relu-avg-sgd", "d2l-relu-max", "batchnorm"])
+], ids=["classic", "classic-relu-avg-sgd", "d2l-relu-max", "batchnorm"])
 def test_lenet_np_and_torch_agree(toy, tmp_path, capsys, flags, expected):
     h = histories(toy, tmp_path, *flags)
     assert {k: h["settings"][k] for k in expected} == expected
@@ -55,7 +55,7 @@ def test_lenet_np_and_torch_agree(toy, tmp_path, capsys, flags, expected):
     assert "median training time per epoch: lenet_np" in out
 
 
-@pytest.mark.parametrize("variant", ["seed", "d2l", "batchnorm"])
+@pytest.mark.parametrize("variant", ["classic", "d2l", "batchnorm"])
 def test_settings_default_to_trains(variant):
     args = reproduce.parse_args(["--variant", variant])
     expected = {k: v for k, v in train.defaults_for(variant).items() if k in reproduce.SETTINGS}
@@ -67,7 +67,7 @@ def test_settings_default_to_trains(variant):
 
 def test_torch_model_keys_match_lenet_np():
     import lenet_np as ln
-    for variant in ("seed", "d2l", "batchnorm"):
+    for variant in ("classic", "d2l", "batchnorm"):
         for activation, pool in (("sigmoid", "max"), ("relu", "avg")):
             model = reproduce.torch_model(variant, activation, pool)
             ours = ln.LeNet(variant=variant, activation=activation, pool=pool, seed=0)

@@ -1,22 +1,29 @@
-"""The learner's tools: summary, gradcheck (command line), trace and visualize.
+"""The learner's tools: summary, gradcheck (module and command line), trace and visualize;
+the one checkpoint loader and the one predict they share.
 
 Each tool's ``main`` runs here as from the command line, on tiny self-made checkpoints
 and, for the pictures, on a tiny self-made data set (or none at all)."""
 
 from __future__ import annotations
 
+import ast
+import subprocess
 import sys
+import types
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import lenet_np
-import lenet_np.gradcheck  # noqa: F401  (the module; lenet_np.gradcheck is the function)
-from lenet_np import LeNet, checkpoint, nn, visualize
+import lenet_np.gradcheck as gc
+from lenet_np import LeNet, checkpoint, data, evaluate, nn, train, visualize
 from lenet_np import summary as summary_mod
 from lenet_np import trace as trace_mod
+from lenet_np.model import VARIANTS
 
-gc = sys.modules["lenet_np.gradcheck"]
+ROOT = Path(__file__).resolve().parent.parent
 
 HISTORY = [
     {"epoch": 1, "loss": 1.8, "train_acc": 0.33, "test_acc": 0.58, "time_sec": 10.0, "examples_per_sec": 6000.0},
@@ -145,6 +152,181 @@ def test_gradcheck_cli_arguments(capsys):
     assert "argument --seed: expected a whole number >= 0, got '-1'" in err and "Traceback" not in err
 
 
+def test_gradcheck_is_the_module_and_calling_it_checks():
+    """lenet_np.gradcheck is the module (no function shadows it), and calling it calls its gradcheck."""
+    assert isinstance(gc, types.ModuleType) and gc is lenet_np.gradcheck is sys.modules["lenet_np.gradcheck"]
+    from lenet_np import gradcheck as imported
+    from lenet_np.gradcheck import gradcheck as function
+    assert imported is gc and isinstance(function, types.FunctionType) and function is gc.gradcheck
+    rng = np.random.default_rng(0)
+    layer, x = nn.Linear(3, 2, rng=rng).double(), rng.standard_normal((4, 3))
+    errors = lenet_np.gradcheck(layer, x, seed=1)
+    assert errors == function(layer, x, seed=1) and set(errors) == {"input", "weight", "bias"}
+    assert max(errors.values()) < 1e-6
+
+
+def test_python_m_gradcheck_runs_without_a_warning():
+    """``python -m lenet_np.gradcheck``: the package does not import the module first, so runpy
+    runs it once, without its RuntimeWarning (turned into an error here)."""
+    done = subprocess.run([sys.executable, "-W", "error", "-m", "lenet_np.gradcheck", "--layer", "flatten"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert "All float64 errors are below 1e-06" in done.stdout
+
+
+# -- the one checkpoint loader: checkpoint.load_network ------------------------------------------
+def saved_network(path, settings, **kwargs):
+    """A LeNet as train saves it (its BatchNorm statistics moved away from their start), and its checkpoint."""
+    net = LeNet(**kwargs)
+    net(np.random.default_rng(1).random((4, 1, 28, 28), dtype=np.float32))     # training mode: statistics move
+    checkpoint.save(path, net, None, {"epoch": 3, **({"settings": settings} if settings is not None else {})})
+    return net
+
+
+def same_state(a, b) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return list(sa) == list(sb) and all(np.array_equal(np.asarray(sa[k]), np.asarray(sb[k])) for k in sa)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_load_network_rebuilds_the_checkpoints_network(tmp_path, variant):
+    path = tmp_path / "ck.npz"
+    settings = {"variant": variant, "activation": "relu", "pool": "max", "seed": 3}
+    saved = saved_network(path, settings, variant=variant, activation="relu", pool="max", seed=3)
+    net, meta = checkpoint.load_network(path)
+    assert (net.variant, net.activation, net.pool) == (variant, "relu", "max")
+    assert same_state(net, saved) and net.training and meta["epoch"] == 3 and meta["settings"] == settings
+
+
+@pytest.mark.parametrize("settings,kwargs", [
+    (None, {}),                                                  # no settings at all
+    ({"activation": "relu", "pool": "avg", "seed": 0}, {"activation": "relu", "pool": "avg"}),   # before variants
+    ({"variant": "seed", "activation": "sigmoid", "pool": "max"}, {}),   # the default variant's earlier name
+], ids=["no settings", "no variant", "earlier variant name"])
+def test_load_network_reads_older_checkpoints(tmp_path, settings, kwargs):
+    path = tmp_path / "old.npz"
+    saved = saved_network(path, settings, seed=5, **kwargs)
+    net, _ = checkpoint.load_network(path)
+    assert net.variant == LeNet().variant and (net.activation, net.pool) == (saved.activation, saved.pool)
+    assert same_state(net, saved)
+
+
+def damage(path, how):
+    """Write at ``path`` a file that load_network must refuse; the words its error must hold."""
+    if how == "missing":
+        return "no such file"
+    if how == "not a checkpoint":
+        path.write_text("epoch,loss\n1,2.3\n")
+        return "not an .npz (zip) archive"
+    if how == "foreign npz":
+        np.savez(path, weights=np.zeros(3))
+        return "no 'meta' entry, so not a lenet_np checkpoint"
+    saved_network(path, {"activation": "sigmoid", "pool": "max"}, seed=0)
+    raw = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(raw[:len(raw) // 2])
+        return "corrupt or truncated"
+    if how == "corrupt":                                     # bytes flipped inside the largest weight
+        with zipfile.ZipFile(path) as z:
+            info = z.getinfo("param/fc.0.weight.npy")
+        middle = info.header_offset + info.compress_size // 2
+        path.write_bytes(raw[:middle] + bytes(b ^ 0xFF for b in raw[middle:middle + 8]) + raw[middle + 8:])
+        return "corrupt or truncated"
+    if how == "meta not JSON":
+        with np.load(path) as z:
+            files = dict(z)
+        np.savez(path, **dict(files, meta=np.array("{epoch: 3")))
+        return "its 'meta' entry is not valid JSON"
+    if how == "another network":                             # d2l's weights, settings that name the default
+        checkpoint.save(path, LeNet(variant="d2l"), None, {"settings": {"activation": "sigmoid"}})
+        return "does not fit LeNet(activation='sigmoid'): load_state_dict for LeNet failed: missing keys"
+    raise AssertionError(how)
+
+
+@pytest.mark.parametrize("how", ["missing", "not a checkpoint", "foreign npz", "truncated", "corrupt",
+                                 "meta not JSON", "another network"])
+def test_load_network_refuses_a_bad_file_in_one_line(tmp_path, how):
+    path = tmp_path / "ck.npz"
+    words = damage(path, how)
+    with pytest.raises(checkpoint.CheckpointError) as exc:
+        checkpoint.load_network(path)
+    msg = str(exc.value)
+    assert msg.startswith(f"checkpoint {path}") and words in msg and "\n" not in msg, msg
+
+
+def test_the_tools_load_checkpoints_one_way(tmp_path, capsys, no_data):
+    """evaluate, trace and visualize read a checkpoint through load_network: the same network,
+    and the same one-line error for a corrupt file."""
+    assert "read_checkpoint" not in vars(trace_mod) and "load_model" not in vars(evaluate)
+    path = tmp_path / "ck.npz"
+    damage(path, "corrupt")
+    assert trace_mod.main(["--checkpoint", str(path)]) == 1
+    assert visualize.main(["--checkpoint", str(path), "--out", str(tmp_path / "out")]) == 1
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 2 and errors[0] == errors[1] and errors[0].startswith(f"error: checkpoint {path}: ")
+
+
+# -- the one predict: evaluate.predict -----------------------------------------------------------
+def by_hand(net, x, batch_size):
+    """The logits of float images x, batch by batch, in evaluation mode (then the mode as it was)."""
+    training = net.training
+    net.eval()
+    out = np.concatenate([net(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    net.train(training)
+    return out
+
+
+def test_predict_takes_uint8_as_training_does_and_floats_as_they_are():
+    net = LeNet(seed=1, activation="relu")
+    raw = np.random.default_rng(0).integers(0, 256, (37, 28, 28), dtype=np.uint8)
+    fed, _ = next(data.iterate_batches(raw, np.zeros(37, np.uint8), 37))      # what training feeds the network
+    assert np.array_equal(fed, raw[:, None].astype(np.float32) / np.float32(255))
+    for batch_size in (1, 10, 37, 1000):
+        expected = by_hand(net, fed, batch_size)
+        for images in (raw, raw[:, None], fed):
+            logits = evaluate.predict_logits(net, images, batch_size)
+            assert logits.dtype == np.float32 and np.array_equal(logits, expected), (images.dtype, batch_size)
+            assert np.array_equal(evaluate.predict(net, images, batch_size), expected.argmax(axis=1))
+    labels = expected.argmax(axis=1)
+    labels[:10] = (labels[:10] + 1) % 10
+    assert evaluate.accuracy(net, raw, labels, 8) == 27 / 37
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_predict_runs_in_evaluation_mode_and_restores_the_mode(training):
+    """Batch normalization uses (and keeps) its running statistics; the mode is as before, also after an error."""
+    net = LeNet(variant="batchnorm", seed=0)
+    net(np.random.default_rng(2).random((8, 1, 28, 28), dtype=np.float32))   # running statistics != start
+    net.train(training)
+    before = {k: np.copy(v) for k, v in net.state_dict().items()}
+    x = np.random.default_rng(3).random((5, 1, 28, 28), dtype=np.float32)
+    single = [evaluate.predict_logits(net, x[i:i + 1]) for i in range(5)]     # batches of one: no batch statistics
+    assert np.array_equal(np.concatenate(single), by_hand(net, x, 1))
+    assert all(m.training is training for _, m in net.named_modules())
+    assert all(np.array_equal(before[k], v) for k, v in net.state_dict().items())
+    with pytest.raises(ValueError, match="28, 28"):
+        evaluate.predict(net, x[:, :, :20])
+    assert all(m.training is training for _, m in net.named_modules())
+
+
+@pytest.mark.parametrize("images,batch_size,message", [
+    (np.zeros((0, 28, 28), np.uint8), 10, "predict: no images"),
+    (np.zeros((3, 28, 28), np.uint8), 0, "predict: batch_size must be >= 1, got 0"),
+])
+def test_predict_bad_input(images, batch_size, message):
+    with pytest.raises(ValueError, match=message):
+        evaluate.predict(LeNet(), images, batch_size)
+
+
+def test_there_is_one_predict():
+    """train and visualize classify with evaluate's predict; evaluate imports nothing from train."""
+    tree = ast.parse((ROOT / "lenet_np" / "evaluate.py").read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert "train" not in imported and not any(m and m.endswith(".train") for m in imported)
+    assert train.accuracy is evaluate.accuracy and visualize.predict_logits is evaluate.predict_logits
+    assert not hasattr(train, "predict") and not hasattr(visualize, "predict")
+
+
 # -- trace ------------------------------------------------------------------------------------
 def test_trace_main_without_data(capsys, no_data):
     assert trace_mod.main(["--batch-size", "2"]) == 0
@@ -189,25 +371,13 @@ def test_trace_with_checkpoint(capsys, tmp_path, no_data):
     assert trace_mod.main(["--checkpoint", str(path), "--batch-size", "2"]) == 0
     out = capsys.readouterr().out
     assert "activation='relu', pool='avg'" in out and "epoch 2" in out and "ReLU" in out
-    net, _ = trace_mod.load_network(path)
+    net, _ = trace_mod.build_network(path)
     for (name, a), (_, b) in zip(net.state_dict().items(), saved.state_dict().items()):
         assert np.array_equal(a, b), name
     # the checkpoint decides the architecture: a contradicting option is an error
     assert trace_mod.main(["--checkpoint", str(path), "--activation", "sigmoid"]) == 1
     err = capsys.readouterr().err
     assert "activation='relu'" in err and "Traceback" not in err
-
-
-def test_trace_without_the_checkpoint_module(tmp_path, monkeypatch):
-    """An .npz of param/<name> entries is enough when lenet_np.checkpoint is absent."""
-    net = LeNet(seed=4)
-    path = tmp_path / "plain.npz"
-    np.savez(path, **{f"param/{k}": v for k, v in net.state_dict().items()})
-    monkeypatch.setitem(sys.modules, "lenet_np.checkpoint", None)
-    monkeypatch.delattr(lenet_np, "checkpoint")
-    loaded, where = trace_mod.load_network(path)
-    assert str(path) in where
-    assert all(np.array_equal(a, b) for a, b in zip(loaded.state_dict().values(), net.state_dict().values()))
 
 
 @pytest.mark.parametrize("content", [None, b"not a zip file", b"PK\x03\x04 truncated"])

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import lenet_np as ln
-from lenet_np import checkpoint, data, evaluate, train
+from lenet_np import checkpoint, data, evaluate, metrics, train
+from lenet_np.model import VARIANTS
 
 
 def make_dataset(root, n_train=192, n_test=64, seed=0):
@@ -58,7 +59,8 @@ def test_trains_and_writes_checkpoint_metrics_plot(toy, tmp_path, capsys):
         assert line.startswith(f"epoch {i}, loss ") and ", train acc " in line and line.endswith(" sec")
     rows = list(csv.DictReader(open(csv_path)))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
-    assert set(rows[0]) == set(train.METRIC_FIELDS)
+    assert tuple(rows[0]) == metrics.EPOCH_FIELDS
+    assert metrics.read_epochs(csv_path) == checkpoint.load(ck)["meta"]["history"]   # what was written, read back
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     meta = checkpoint.load(ck)["meta"]
@@ -247,7 +249,7 @@ def test_disk_full_while_saving_is_one_line_with_resume_hint(toy, tmp_path, caps
     def full(*args, **kwargs):
         raise OSError(28, "No space left on device", str(csv_path))
 
-    monkeypatch.setattr(train, "write_metrics", full)
+    monkeypatch.setattr(train, "write_rows", full)
     assert run(toy, "--epochs", 2, "--checkpoint", ck, "--metrics", csv_path, "--resume", ck) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "Traceback" not in err[0]
@@ -294,7 +296,7 @@ def test_learns_on_real_data_subset():
             opt.step()
     assert len(losses) > 300
     assert np.mean(losses[-20:]) < 0.75 * np.mean(losses[:20])
-    acc = train.accuracy(net, fm.test_images[:2000], fm.test_labels[:2000], 500)
+    acc = evaluate.accuracy(net, fm.test_images[:2000], fm.test_labels[:2000], 500)
     assert acc > 0.5, acc
 
 
@@ -345,7 +347,8 @@ def test_ctrl_c_while_evaluating_keeps_the_checkpoint_and_says_how_to_resume(toy
 def test_variant_defaults_are_the_books_recipe_and_flags_override():
     parse = train.build_parser().parse_args
     for argv, expected in [
-        ([], dict(variant="seed", optimizer="adam", lr=0.001, batch_size=256, epochs=5, pool="max")),
+        ([], dict(variant=ln.LeNet().variant, optimizer="adam", lr=0.001, batch_size=256, epochs=5, pool="max")),
+        (["--variant", "seed"], dict(variant=ln.LeNet().variant, optimizer="adam", lr=0.001, pool="max")),
         (["--variant", "d2l"], dict(variant="d2l", optimizer="sgd", lr=0.1, batch_size=128, epochs=10, pool="avg")),
         (["--variant", "batchnorm", "--lr", "0.9", "--pool", "max", "--epochs", "2"],
          dict(variant="batchnorm", optimizer="sgd", lr=0.9, batch_size=128, epochs=2, pool="max")),
@@ -372,37 +375,47 @@ def test_variant_checkpoint_rebuilds_the_network_everywhere(toy, tmp_path, capsy
         for name, value in params(full).items():
             np.testing.assert_array_equal(value, params(part)[name], err_msg=name)
         assert same_metrics(checkpoint.load(full), checkpoint.load(part))
-    assert evaluate.network_kwargs(s) == {"variant": variant, "activation": "sigmoid", "pool": "avg"}
-    net = evaluate.load_model(full)
-    assert net.variant == variant
+    net, _ = checkpoint.load_network(full)
+    assert (net.variant, net.activation, net.pool) == (variant, "sigmoid", "avg")
     if variant == "batchnorm":
         assert int(net.state_dict()["net.1.num_batches_tracked"]) == 12            # 2 epochs of 6 steps
     capsys.readouterr()
     assert evaluate.main(["--checkpoint", str(full), "--data-dir", str(toy)]) == 0
     assert "test accuracy" in capsys.readouterr().out
     from lenet_np import trace
-    loaded, _ = trace.load_network(full)
+    loaded, _ = trace.build_network(full)
     assert loaded.variant == variant
     with pytest.raises(trace.ToolError, match=f"variant={variant!r}, not 'seed'"):
-        trace.load_network(full, variant="seed")
+        trace.build_network(full, variant="seed")
     assert run(toy, "--resume", full, "--epochs", 3, "--variant", "seed") == 1
     assert f"--variant {variant}" in capsys.readouterr().err
 
 
-def test_checkpoint_without_a_variant_is_the_seeds_network(toy, tmp_path, capsys):
+def rewrite_settings(path, **changes):
+    """Change the settings in a checkpoint's meta as an older or a hand-edited file would have
+    them (a value None: the setting is absent); everything else stays."""
+    with np.load(path, allow_pickle=False) as z:
+        files = {k: z[k] for k in z.files}
+    meta = json.loads(str(files["meta"]))
+    meta["settings"].update(changes)
+    meta["settings"] = {k: v for k, v in meta["settings"].items() if v is not None}
+    np.savez(path, **dict(files, meta=np.array(json.dumps(meta))))
+
+
+@pytest.mark.parametrize("variant", [None, "seed"], ids=["before variants", "earlier name"])
+def test_older_checkpoints_load_evaluate_and_resume(toy, tmp_path, capsys, variant):
+    """A checkpoint written before variants existed (no variant), or with the default variant's
+    earlier name, holds the default network: it loads, evaluates and resumes."""
     ck = tmp_path / "ck.npz"
     assert run(toy, "--epochs", 1, "--checkpoint", ck) == 0
-    ck_data = checkpoint.load(ck)
-    meta = ck_data["meta"]
-    del meta["settings"]["variant"]                   # as written before variants existed
-    net = ln.LeNet(seed=0)
-    net.load_state_dict(ck_data["params"])
-    checkpoint.save(ck, net, None, meta)
-    assert evaluate.load_model(ck).variant == "seed"
-    assert evaluate.network_kwargs({}) == {"variant": "seed", "activation": "sigmoid", "pool": "max"}
-    meta["settings"]["variant"] = "resnet"
-    checkpoint.save(ck, net, None, meta)
-    with pytest.raises(checkpoint.CheckpointError, match="settings.variant is 'resnet', expected 'seed' or 'd2l'"):
+    rewrite_settings(ck, variant=variant, log_every=None, workers=None)
+    assert checkpoint.load_network(ck)[0].variant == ln.LeNet().variant
+    assert evaluate.main(["--checkpoint", str(ck), "--data-dir", str(toy)]) == 0
+    assert run(toy, "--resume", ck, "--epochs", 2, "--checkpoint", ck) == 0
+    assert checkpoint.load(ck)["meta"]["settings"]["variant"] == ln.LeNet().variant
+    rewrite_settings(ck, variant="resnet")
+    expected = " or ".join(map(repr, VARIANTS))
+    with pytest.raises(checkpoint.CheckpointError, match=f"settings.variant is 'resnet', expected {expected}"):
         checkpoint.load(ck)
 
 
@@ -451,7 +464,8 @@ def test_step_metrics_json_and_variant_names(toy, tmp_path):
     assert [r["step"] for r in rows] == [6]                       # --log-every 10: only the epoch's last step
     assert list(rows[0]) == ["epoch", "step", "loss"] + [f"grad_norm:{n}" for n, _ in
                                                           ln.LeNet(variant="d2l").named_parameters()]
-    assert train.steps_path("runs/metrics.csv").as_posix() == "runs/metrics.steps.csv"
+    assert metrics.steps_path("runs/metrics.csv").as_posix() == "runs/metrics.steps.csv"
+    assert metrics.read_steps(tmp_path / "m.steps.json")["step"].tolist() == [6]
 
 
 def test_step_metrics_resume_after_ctrl_c_as_an_uninterrupted_run(toy, tmp_path, monkeypatch, capsys):
@@ -510,3 +524,72 @@ def test_step_metrics_on_the_device_read_back_once_per_check(toy, tmp_path):
     assert len(read_rows(tmp_path / "m.steps.csv")) == 24                 # 48 steps, a row every 2
     extra = sum(logged.values()) - sum(plain.values())
     assert 1 <= extra <= 2, (dict(plain), dict(logged))      # the check at step 48, and the epoch's end
+
+
+# -- the metrics files: lenet_np.metrics writes and reads them ---------------------------------
+HISTORY = [{"epoch": 1, "loss": 1.8135, "train_acc": 0.328, "test_acc": 0.586, "time_sec": 4.1,
+            "examples_per_sec": 14634.1},
+           {"epoch": 2, "loss": 0.9512, "train_acc": 0.63, "test_acc": 0.69, "time_sec": 4.0,
+            "examples_per_sec": 15000.0}]
+STEP_ROWS = [{"epoch": 1, "step": 10, "loss": 2.31, "grad_norm:conv.0.weight": 1.5e-06, "grad_norm:fc.4.bias": 0.25},
+             {"epoch": 2, "step": 20, "loss": 1.9, "grad_norm:conv.0.weight": 0.0, "grad_norm:fc.4.bias": 0.125}]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json"])
+def test_metrics_files_read_back_what_was_written(tmp_path, suffix):
+    path = tmp_path / f"m{suffix}"
+    metrics.write_rows(path, HISTORY)
+    assert metrics.read_epochs(path) == HISTORY
+    fields = metrics.step_fields(["conv.0.weight", "fc.4.bias"])
+    assert fields == tuple(STEP_ROWS[0])
+    metrics.write_rows(metrics.steps_path(path), STEP_ROWS, fields)
+    steps = metrics.read_steps(tmp_path / f"m.steps{suffix}")
+    assert steps["epoch"].tolist() == [1, 2] and steps["step"].tolist() == [10, 20]
+    assert steps["loss"].tolist() == [2.31, 1.9]
+    assert {k: v.tolist() for k, v in steps["grad_norms"].items()} == {"conv.0.weight": [1.5e-06, 0.0],
+                                                                      "fc.4.bias": [0.25, 0.125]}
+    if suffix == ".csv":
+        assert path.read_text().splitlines()[0] == ",".join(metrics.EPOCH_FIELDS)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_per_epoch_rows_need_the_four_numbers_and_keep_the_timings():
+    plain = [{"epoch": "3", "loss": "0.5", "train_acc": "0.8", "test_acc": "0.79"}]
+    assert metrics.epoch_rows(plain) == [{"epoch": 3, "loss": 0.5, "train_acc": 0.8, "test_acc": 0.79}]
+    assert metrics.epoch_rows(HISTORY) == HISTORY and metrics.epoch_rows([]) == []
+    with pytest.raises(ValueError, match="row 2: missing column"):
+        metrics.epoch_rows([HISTORY[0], {"epoch": 2}])
+
+
+MALFORMED_EPOCHS = {
+    "no test_acc column": ("m.csv", "epoch,loss,train_acc\n1,2.0,0.3\n",
+                           "missing column(s) test_acc; expected epoch, loss, train_acc, test_acc"),
+    "not a number": ("m.csv", "epoch,loss,train_acc,test_acc\n1,2.0,0.3,0.5\n2,x,0.3,0.5\n",
+                     "row 2: could not convert string to float: 'x'"),
+    "an empty value": ("m.csv", "epoch,loss,train_acc,test_acc\n1,,0.3,0.5\n", "row 1: no number for loss"),
+    "a short row": ("m.csv", "epoch,loss,train_acc,test_acc\n1,2.0,0.3\n", "row 1: no number for test_acc"),
+    "a long row": ("m.csv", "epoch,loss,train_acc,test_acc\n1,2.0,0.3,0.5,9\n", "row 1: too many values"),
+    "a fractional epoch": ("m.csv", "epoch,loss,train_acc,test_acc\n1.5,2.0,0.3,0.5\n",
+                           "row 1: epoch '1.5' is not a whole number >= 1"),
+    "empty": ("m.csv", "", "no rows in it"),
+    "only a header": ("m.csv", "epoch,loss,train_acc,test_acc\n", "no rows in it"),
+    "binary": ("m.csv", "\x00\xff\xfe", ""),
+    "JSON not a list": ("m.json", '{"epoch": 1}', "not a JSON list of objects"),
+    "JSON cut short": ("m.json", '[{"epoch": 1, "loss"', "Expecting"),
+    "JSON a list for a number": ("m.json", '[{"epoch": 1, "loss": [2], "train_acc": 0.3, "test_acc": 0.5}]',
+                                   "row 1: float() argument must be"),
+}
+
+
+@pytest.mark.parametrize("problem", sorted(MALFORMED_EPOCHS))
+def test_malformed_metrics_file_is_one_line(tmp_path, problem):
+    name, text, words = MALFORMED_EPOCHS[problem]
+    path = tmp_path / name
+    path.write_bytes(text.encode("latin-1"))
+    with pytest.raises(metrics.MetricsError) as exc:
+        metrics.read_epochs(path)
+    msg = str(exc.value)
+    assert msg.startswith(f"metrics {path}: cannot read it as per-epoch metrics (") and "\n" not in msg, msg
+    assert words in msg, msg
+    with pytest.raises(metrics.MetricsError, match=f"^metrics {tmp_path / 'none.csv'}: no such file$"):
+        metrics.read_epochs(tmp_path / "none.csv")

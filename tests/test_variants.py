@@ -10,7 +10,8 @@ import pytest
 
 import lenet_np as ln
 from lenet_np import nn
-from lenet_np.model import VARIANTS, swap_for_eval
+from lenet_np.model import VARIANTS
+from lenet_np.nn.fast.order import swap_for_eval
 from lenet_np.parallel import DataParallel, uses_batch_statistics
 
 from .conftest import to_np
@@ -132,7 +133,7 @@ def test_variant_choices_and_clear_errors():
                 assert (net.variant, net.activation, net.pool) == (variant, act, pool)
                 assert net(np.zeros((2, 1, 28, 28), np.float32)).shape == (2, 10)
     assert ln.LeNet(variant="d2l").pool == "avg" and ln.LeNet().pool == "max"
-    with pytest.raises(ValueError, match=r"variant must be one of 'seed', 'd2l', 'batchnorm', got 'resnet'"):
+    with pytest.raises(ValueError, match=r"variant must be one of 'classic', 'd2l', 'batchnorm', got 'resnet'"):
         ln.LeNet(variant="resnet")
     with pytest.raises(ValueError, match="activation"):
         ln.LeNet(activation="tanh", variant="d2l")

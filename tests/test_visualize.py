@@ -1,5 +1,6 @@
 """python -m lenet_np.visualize: every picture on a checkpoint trained by lenet_np.train, the
-per-step metrics reader, the class-name flag, the choice of mistakes and of saliency's gradient.
+per-step metrics it reads (lenet_np.metrics), the class-name flag, the choice of mistakes and of
+saliency's gradient.
 
 The per-step files here are written by the tests themselves, following the format that
 ``train --metrics PATH`` writes beside PATH (PATH's stem + ".steps" + its suffix): columns
@@ -14,9 +15,9 @@ import struct
 import numpy as np
 import pytest
 
-from lenet_np import LeNet, checkpoint, train, visualize
+from lenet_np import LeNet, checkpoint, metrics, train, visualize
 from lenet_np.nn import CrossEntropyLoss
-from lenet_np.trace import CLASS_NAMES, ToolError, load_test_set
+from lenet_np.trace import CLASS_NAMES, load_test_set
 from tests.test_tools import HISTORY, exit_status, save_checkpoint, write_fake_fashion_mnist
 from tests.test_train import make_dataset
 
@@ -74,11 +75,11 @@ def trained(tmp_path_factory):
     """A checkpoint of lenet_np.train (1 epoch on a toy set), its metrics, and a steps file beside them."""
     root = tmp_path_factory.mktemp("vis")
     data_dir = make_dataset(root / "data", n_train=96, n_test=60)
-    ck, metrics = root / "lenet.npz", root / "metrics.csv"
+    ck, epochs = root / "lenet.npz", root / "metrics.csv"
     assert train.main(["--data-dir", str(data_dir), "--epochs", "1", "--batch-size", "32", "--quiet", "--device",
-                       "cpu", "--checkpoint", str(ck), "--metrics", str(metrics), "--seed", "3"]) == 0
-    write_steps(visualize.steps_path_for(metrics), steps_rows(PARAM_NAMES))   # as train writes it
-    return {"root": root, "data": data_dir, "ck": ck, "metrics": metrics}
+                       "cpu", "--checkpoint", str(ck), "--metrics", str(epochs), "--seed", "3"]) == 0
+    write_steps(metrics.steps_path(epochs), steps_rows(PARAM_NAMES))   # as train writes it
+    return {"root": root, "data": data_dir, "ck": ck, "metrics": epochs}
 
 
 # -- the whole command ----------------------------------------------------------------------------
@@ -88,7 +89,7 @@ def test_every_picture_from_a_trained_checkpoint(trained, capsys, tmp_path, no_d
     other = write_steps(tmp_path / "relu" / "metrics.steps.json", steps_rows(PARAM_NAMES, seed=1))
     out = tmp_path / "pictures"
     assert visualize.main(["--checkpoint", str(trained["ck"]), "--out", str(out), "--metrics", str(trained["metrics"]),
-                           "--steps", str(visualize.steps_path_for(trained["metrics"])), str(other),
+                           "--steps", str(metrics.steps_path(trained["metrics"])), str(other),
                            "--classes", "pullover", "COAT", "--max-mistakes", "9"]) == 0
     captured = capsys.readouterr()
     assert sorted(p.name for p in out.iterdir()) == sorted(PICTURES), captured.err
@@ -123,11 +124,11 @@ def test_what_cannot_be_drawn_is_skipped_with_a_note(capsys, tmp_path):
 
 
 def test_steps_files_default_to_the_one_beside_metrics(tmp_path):
-    metrics = tmp_path / "m.csv"
-    assert visualize.steps_files(None, None) == [] and visualize.steps_files(None, metrics) == []
+    epochs = tmp_path / "m.csv"
+    assert visualize.steps_files(None, None) == [] and visualize.steps_files(None, epochs) == []
     write_steps(tmp_path / "m.steps.csv", steps_rows(PARAM_NAMES))
-    assert visualize.steps_files(None, metrics) == [tmp_path / "m.steps.csv"]
-    assert visualize.steps_files([tmp_path / "a", "b"], metrics) == [tmp_path / "a", visualize.Path("b")]
+    assert visualize.steps_files(None, epochs) == [tmp_path / "m.steps.csv"]
+    assert visualize.steps_files([tmp_path / "a", "b"], epochs) == [tmp_path / "a", visualize.Path("b")]
 
 
 # -- the initial weights ----------------------------------------------------------------------------
@@ -138,13 +139,13 @@ def test_initial_weights_are_those_train_started_from(tmp_path):
     ck = tmp_path / "still.npz"
     assert train.main(["--data-dir", str(data_dir), "--epochs", "1", "--batch-size", "16", "--quiet", "--device",
                        "cpu", "--checkpoint", str(ck), "--seed", "11", "--lr", "1e-30", "--activation", "relu"]) == 0
-    net, settings, _ = visualize.load_network(ck)
-    initial = visualize.initial_network(settings)
+    net, meta = checkpoint.load_network(ck)
+    initial = visualize.initial_network(meta["settings"])
     assert initial.activation == "relu"
     changes = visualize.filter_changes(net, initial)
     assert [c[0] for c in changes] == [name for name, _ in visualize.conv_layers(net)]
     assert all(rel < 1e-6 for *_, rel in changes), [c[3] for c in changes]
-    wrong = visualize.initial_network(dict(settings, seed=12))
+    wrong = visualize.initial_network(dict(meta["settings"], seed=12))
     assert all(rel > 0.5 for *_, rel in visualize.filter_changes(net, wrong))
     assert visualize.initial_network({"activation": "relu"}) is None
 
@@ -157,13 +158,13 @@ def test_a_checkpoint_of_another_variant(tmp_path):
         pytest.skip("this LeNet has no variants")
     ck = tmp_path / "bn.npz"
     checkpoint.save(ck, saved, None, {"epoch": 0, "settings": {"variant": "batchnorm", "seed": 4}})
-    net, settings, where = visualize.load_network(ck)
+    net, meta = checkpoint.load_network(ck)
     assert visualize.describe(net) == "LeNet(variant='batchnorm', activation='sigmoid', pool='avg')"
-    changes = visualize.filter_changes(net, visualize.initial_network(settings))
+    changes = visualize.filter_changes(net, visualize.initial_network(meta["settings"]))
     assert [(name, rel) for name, _, _, rel in changes] == [("net.0", 0.0), ("net.4", 0.0)]
     checkpoint.save(ck, saved, None, {"epoch": 0, "settings": {"variant": "seed"}})
-    with pytest.raises(ToolError, match=f"checkpoint {ck} does not fit LeNet\\(variant='seed'\\)"):
-        visualize.load_network(ck)
+    with pytest.raises(checkpoint.CheckpointError, match=f"checkpoint {ck} does not fit LeNet\\(variant='seed'\\)"):
+        checkpoint.load_network(ck)
 
 
 # -- the per-step metrics ----------------------------------------------------------------------------
@@ -173,7 +174,7 @@ def test_read_steps(tmp_path, suffix):
     for r in rows:
         r["note"] = "ignored"                                   # unknown columns are ignored
     path = write_steps(tmp_path / f"m.steps{suffix}", rows)
-    steps = visualize.read_steps(path)
+    steps = metrics.read_steps(path)
     assert steps["epoch"].tolist() == [r["epoch"] for r in rows] == [1, 1, 1, 2, 2, 2]
     assert steps["step"].tolist() == [r["step"] for r in rows] == [3, 6, 7, 9, 12, 14]
     assert list(steps["grad_norms"]) == ["conv.0.weight", "conv.0.bias", "fc.4.weight"]
@@ -187,8 +188,8 @@ def test_read_steps(tmp_path, suffix):
 
 
 def test_steps_path_and_a_resumed_file():
-    assert visualize.steps_path_for("runs/metrics.csv").as_posix() == "runs/metrics.steps.csv"
-    assert visualize.steps_path_for("m.json").as_posix() == "m.steps.json"
+    assert metrics.steps_path("runs/metrics.csv").as_posix() == "runs/metrics.steps.csv"
+    assert metrics.steps_path("m.json").as_posix() == "m.steps.json"
     # a file that starts at epoch 3 (e.g. the rows of a resumed run only): equal epochs assumed
     steps = {"epoch": np.array([3, 3, 4]), "step": np.array([25, 30, 40])}
     np.testing.assert_allclose(visualize.fractional_epochs(steps), [2.5, 3.0, 4.0])
@@ -212,8 +213,8 @@ MALFORMED = {
 def test_malformed_steps_file_is_one_line(tmp_path, problem):
     path = tmp_path / "bad.steps.csv"
     path.write_bytes(MALFORMED[problem].encode("latin-1"))
-    with pytest.raises(ToolError) as exc:
-        visualize.read_steps(path)
+    with pytest.raises(metrics.MetricsError) as exc:
+        metrics.read_steps(path)
     msg = str(exc.value)
     assert msg.startswith(f"steps {path}: cannot read it as per-step metrics (") and "\n" not in msg
 
@@ -222,8 +223,8 @@ def test_malformed_steps_file_is_one_line(tmp_path, problem):
 def test_malformed_json_steps_file(tmp_path, text):
     path = tmp_path / "bad.steps.json"
     path.write_text(text)
-    with pytest.raises(ToolError, match="cannot read it as per-step metrics"):
-        visualize.read_steps(path)
+    with pytest.raises(metrics.MetricsError, match="cannot read it as per-step metrics"):
+        metrics.read_steps(path)
 
 
 def test_malformed_steps_on_the_command_line(trained, capsys, tmp_path):
@@ -235,9 +236,19 @@ def test_malformed_steps_on_the_command_line(trained, capsys, tmp_path):
     assert err.splitlines() == [f"error: steps {bad}: cannot read it as per-step metrics (row 2: could not convert "
                                 "string to float: 'x')"]
     assert not (tmp_path / "out").exists()                      # checked before any picture
-    many = [str(visualize.steps_path_for(trained["metrics"]))] * 5
+    many = [str(metrics.steps_path(trained["metrics"]))] * 5
     assert exit_status(visualize.main, argv[:4] + ["--steps", *many]) == 2
     assert "argument --steps: expected 1 to 4 files, got 5" in capsys.readouterr().err
+
+
+def test_malformed_metrics_on_the_command_line(trained, capsys, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("epoch,loss,train_acc,test_acc\n1,x,0.3,0.5\n")
+    assert visualize.main(["--checkpoint", str(trained["ck"]), "--out", str(tmp_path / "out"),
+                           "--metrics", str(bad)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: metrics {bad}: cannot read it as per-epoch metrics (row 1: could not convert string to float: 'x')"]
+    assert not (tmp_path / "out").exists()
 
 
 # -- the class names ----------------------------------------------------------------------------
@@ -335,7 +346,7 @@ def test_plots_alone(tmp_path):
     """The picture functions on their own, also for a single epoch without per-step rows."""
     steps = {"epoch": np.array([1, 1]), "step": np.array([5, 10]), "loss": np.array([2.0, 1.5]),
              "grad_norms": {"conv.0.weight": np.array([1e-3, 0.0]), "fc.4.weight": np.array([0.1, 0.2])}}
-    hist = [{k: float(HISTORY[0][k]) for k in visualize.METRIC_KEYS}]
+    hist = metrics.epoch_rows(HISTORY[:1])
     assert_picture(visualize.plot_curves(hist, tmp_path / "c1.png", "test"))
     assert_picture(visualize.plot_curves(hist, tmp_path / "c2.png", "test", steps, "s.csv"))
     assert_picture(visualize.plot_gradient_norms([("one", steps)], tmp_path / "g.png"))
@@ -348,8 +359,7 @@ def test_visualize_reads_metrics_csv_and_json(tmp_path):
     as_csv = tmp_path / "m.csv"
     lines = [",".join(str(h[k]) for k in h) for h in HISTORY]
     as_csv.write_text(",".join(HISTORY[0]) + "\n" + "\n".join(lines) + "\n")
-    expected = [{k: float(h[k]) for k in visualize.METRIC_KEYS} for h in HISTORY]
-    assert visualize.read_metrics(as_json) == visualize.read_metrics(as_csv) == expected
+    assert metrics.read_epochs(as_json) == metrics.read_epochs(as_csv) == HISTORY
 
 
 def test_mosaics():

@@ -4,7 +4,7 @@ Sigmoid
     forward   y = 1 / (1 + exp(-x)), torch's formula. For x below about -88.7 in float32
               (-709.8 in float64) exp(-x) overflows to inf, silently, and y = 1/inf = 0:
               torch's value there too.
-    backward  dL/dx = dL/dy * y * (1 - y)       (only y is cached)
+    backward  dL/dx = dL/dy * y * (1 - y)       (only y is saved)
 
 Both derivatives are functions of the output y, so ``grad_from_output(dL/dy, y)`` gives
 dL/dx from y alone: a max pooling that follows uses it on its outputs, which are the
@@ -16,6 +16,8 @@ ReLU
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
@@ -38,17 +40,23 @@ def sigmoid(x):
     return y
 
 
+class Output(NamedTuple):
+    y: object             # the activation's output: both derivatives are functions of it
+
+
+class Positive(NamedTuple):
+    mask: object          # x > 0
+
+
 class Sigmoid(Module):
     def forward(self, x):
         check_input(self, x, "(*)")
         y = sigmoid(x)
-        self._cache = y
+        self.save_for_backward(Output(y))
         return y
 
     def backward(self, grad_out, input_grad=True):
-        if self._cache is None:
-            raise RuntimeError("Sigmoid(): backward called before forward")
-        y = self._cache
+        y = self.saved().y
         check_grad(self, grad_out, y.shape)
         if not input_grad:
             return None
@@ -67,16 +75,15 @@ class ReLU(Module):
     def forward(self, x):
         check_input(self, x, "(*)")
         xp = backend.get_array_module(x)
-        self._cache = x > 0
+        self.save_for_backward(Positive(x > 0))
         return xp.maximum(x, 0)
 
     def backward(self, grad_out, input_grad=True):
-        if self._cache is None:
-            raise RuntimeError("ReLU(): backward called before forward")
-        check_grad(self, grad_out, self._cache.shape)
+        mask = self.saved().mask
+        check_grad(self, grad_out, mask.shape)
         if not input_grad:
             return None
-        return grad_out * self._cache
+        return grad_out * mask
 
     @staticmethod
     def grad_from_output(grad_out, y):

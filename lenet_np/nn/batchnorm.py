@@ -93,7 +93,6 @@ class _BatchNorm(Module):
             self.register_buffer("running_mean", None)
             self.register_buffer("running_var", None)
             self.register_buffer("num_batches_tracked", None)
-        self._cache = None
 
     def reset_running_stats(self) -> None:
         """running_mean = 0, running_var = 1, num_batches_tracked = 0 (in place, as torch)."""
@@ -152,8 +151,8 @@ class _BatchNorm(Module):
         y = xhat * self.weight.data.reshape(shape) if self.affine else xhat.copy()
         if self.bias is not None:
             y += self.bias.data.reshape(shape)
-        self._cache = (_BatchStatsCache(xhat, inv_std, count) if batch_stats
-                       else _RunningStatsCache(xhat, inv_std))
+        self.save_for_backward(_BatchStatsCache(xhat, inv_std, count) if batch_stats
+                               else _RunningStatsCache(xhat, inv_std))
         return y
 
     def _update_running_stats(self, mean, var, count):
@@ -170,9 +169,7 @@ class _BatchNorm(Module):
         self.running_var += factor * unbiased
 
     def backward(self, grad_out, input_grad=True):
-        cache = self._cache
-        if cache is None:
-            raise RuntimeError(f"{self!r}: backward called before forward")
+        cache = self.saved()
         xhat, inv_std = cache.xhat, cache.inv_std
         check_grad(self, grad_out, xhat.shape)
         axes = (0, *range(2, xhat.ndim))

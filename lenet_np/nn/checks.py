@@ -3,6 +3,8 @@ the layer, the shape it expected and the shape it got."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from .. import backend
@@ -72,3 +74,19 @@ def pair(value, name: str):
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}") from None
     return a, b
+
+
+DEFAULT_IMPL = os.environ.get("LENET_NP_IMPL", "auto")   # for every layer: auto, fast or reference
+
+
+def check_impl(layer: str, impl, impls) -> str:
+    """impl, or the default (``$LENET_NP_IMPL``, else "auto"), checked against ``impls``, the
+    forms that layer has; a ValueError naming the layer and its choices otherwise."""
+    if impl is None:
+        if DEFAULT_IMPL not in ("auto", "fast", "reference"):
+            raise ValueError(f"LENET_NP_IMPL={DEFAULT_IMPL!r}: use auto, fast or reference (the values "
+                             "every layer has), or pass impl= to one layer")
+        return DEFAULT_IMPL
+    if impl not in impls:
+        raise ValueError(f"{layer}: impl must be one of {', '.join(impls)}, got {impl!r}")
+    return impl

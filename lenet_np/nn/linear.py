@@ -14,11 +14,21 @@ Flatten (torch's nn.Flatten(): keep axis 0, merge the rest)
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from .checks import check_grad, check_input
 from .init import make_rng, uniform_fan_in
 from .module import Module, Parameter
+
+
+class Input(NamedTuple):
+    x: object             # (N, in): dL/dweight = dL/dy.T @ x
+
+
+class Shape(NamedTuple):
+    x_shape: tuple        # Flatten's input shape, to reshape the gradient back
 
 
 class Linear(Module):
@@ -32,7 +42,6 @@ class Linear(Module):
         self.weight = Parameter(uniform_fan_in(rng, (self.out_features, self.in_features),
                                                self.in_features, dtype))
         self.bias = Parameter(uniform_fan_in(rng, (self.out_features,), self.in_features, dtype)) if bias else None
-        self._cache = None
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
@@ -42,16 +51,14 @@ class Linear(Module):
         check_input(self, x, expected, ndim=2, dtype=self.weight.dtype, params=self.weight.data)
         if x.shape[1] != self.in_features:
             raise ValueError(f"{self!r}: expected input of shape {expected}, got shape {tuple(x.shape)}")
-        self._cache = x
+        self.save_for_backward(Input(x))
         y = x @ self.weight.data.T
         if self.bias is not None:
             y += self.bias.data
         return y
 
     def backward(self, grad_out, input_grad=True):
-        x = self._cache
-        if x is None:
-            raise RuntimeError(f"{self!r}: backward called before forward")
+        x = self.saved().x
         check_grad(self, grad_out, (x.shape[0], self.out_features))
         self.weight.accumulate(grad_out.T @ x)
         if self.bias is not None:
@@ -66,13 +73,12 @@ class Flatten(Module):
         check_input(self, x, "(N, *)")
         if x.ndim < 1:
             raise ValueError(f"{self!r}: expected input of shape (N, *), got a 0-d array")
-        self._cache = x.shape
+        self.save_for_backward(Shape(x.shape))
         return x.reshape(x.shape[0], -1)
 
     def backward(self, grad_out, input_grad=True):
-        if self._cache is None:
-            raise RuntimeError("Flatten(): backward called before forward")
-        check_grad(self, grad_out, (self._cache[0], int(np.prod(self._cache[1:]))))
+        x_shape = self.saved().x_shape
+        check_grad(self, grad_out, (x_shape[0], int(np.prod(x_shape[1:]))))
         if not input_grad:
             return None
-        return grad_out.reshape(self._cache)
+        return grad_out.reshape(x_shape)

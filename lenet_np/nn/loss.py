@@ -19,15 +19,21 @@ the training loop calls ``check()`` where it reads the loss back).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from .. import backend
 from .checks import check_input
 from .module import Module
 
 
+class Softmax(NamedTuple):
+    probs: object         # (N, K) softmax of the logits
+    labels: object        # (N,) class indices
+
+
 class CrossEntropyLoss(Module):
     def __init__(self):
         super().__init__()
-        self._cache = None
         self._label_range = None     # on a GPU: (smallest, largest) label since check(), and K
 
     def forward(self, logits, labels):
@@ -57,7 +63,7 @@ class CrossEntropyLoss(Module):
         sum_exp = exp.sum(axis=1, keepdims=True)
         rows = xp.arange(n)
         loss = (xp.log(sum_exp[:, 0]) - shifted[rows, labels]).mean()
-        self._cache = (exp / sum_exp, labels)
+        self.save_for_backward(Softmax(exp / sum_exp, labels))
         return loss
 
     def __call__(self, logits, labels):
@@ -92,9 +98,7 @@ class CrossEntropyLoss(Module):
 
     def backward(self, grad_out=1.0, input_grad=True):
         """dL/dlogits for L scaled by grad_out (1.0 by default)."""
-        if self._cache is None:
-            raise RuntimeError("CrossEntropyLoss(): backward called before forward")
-        probs, labels = self._cache
+        probs, labels = self.saved()
         xp = backend.get_array_module(probs)
         n = probs.shape[0]
         grad = probs.copy()

@@ -2,9 +2,15 @@
 
 A layer is a Module with two methods side by side:
 
-    y = layer.forward(x)                 caches what backward needs
-    grad_x = layer.backward(grad_y)      adds dL/dparam into param.grad,
+    y = layer.forward(x)                 saves what backward needs:
+                                         self.save_for_backward(Saved(...))
+    grad_x = layer.backward(grad_y)      reads it back with self.saved(),
+                                         adds dL/dparam into param.grad,
                                          returns dL/dx
+
+What forward saves is one named record (a NamedTuple per layer, e.g. Sigmoid's
+``Saved(y)``), None until forward runs; ``saved()`` is the one guard: a backward
+before any forward is a RuntimeError naming the layer.
 
 ``backward(grad_y, input_grad=False)`` tells a layer that nobody needs dL/dx
 (it is the first layer of the network): it may skip that work and return None.
@@ -80,6 +86,7 @@ class Module:
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_non_persistent_buffers", set())
+        object.__setattr__(self, "_saved", None)
         self.training = True
 
     # -- registration: attributes that are Parameters or Modules are tracked in order --
@@ -132,6 +139,22 @@ class Module:
 
     def __call__(self, x):
         return self.forward(x)
+
+    # -- what forward keeps for backward: one record, one guard --
+    def save_for_backward(self, record) -> None:
+        """Keep ``record`` (a NamedTuple naming what backward needs) until the next forward."""
+        object.__setattr__(self, "_saved", record)
+
+    def saved(self):
+        """The record the last forward saved; RuntimeError if no forward ran since the layer
+        was made, moved or loaded."""
+        record = self.__dict__.get("_saved")
+        if record is None:
+            raise RuntimeError(f"{self!r}: backward called before forward")
+        return record
+
+    def has_saved(self) -> bool:
+        return self.__dict__.get("_saved") is not None
 
     # -- traversal --
     def children(self):
@@ -217,9 +240,8 @@ class Module:
         return self.to(dtype=np.float32)
 
     def clear_cache(self) -> None:
-        """Drop what forward cached for backward (called when parameters move)."""
-        for key in [k for k in self.__dict__ if k.startswith("_cache")]:
-            self.__dict__[key] = None
+        """Drop what forward saved for backward (called when parameters move or load)."""
+        object.__setattr__(self, "_saved", None)
 
     @property
     def device(self) -> str:
@@ -344,30 +366,23 @@ class Sequential(Module):
         return chain_backward(list(self), grad_out, input_grad)
 
 
-def chain_backward(layers, grad_out, input_grad=True, reshape_to=None):
+def chain_backward(layers, grad_out, input_grad=True):
     """Backward through ``layers``, which forward ran in this order: last to first.
 
-    A None entry stands for a reshape (LeNet's flatten): the gradient is reshaped back to
-    ``reshape_to``. A layer may offer ``backward_through(prev, grad)``, the backward of the
-    layer before it and its own in one step (a max pooling after an activation: see
-    pooling.py); where it returns an array, ``prev.backward`` is skipped; where it returns
-    None, the two run one after the other as usual. The result is the same either way."""
+    One shortcut, with the same result: an activation followed by a max pooling goes back in
+    one step where nn/fast/pooling.py's ``backward_through`` applies (it returns None where
+    it does not, and the two layers then go back one after the other)."""
+    from .fast.pooling import backward_through
+
     grad = grad_out
     i = len(layers) - 1
     while i > 0:
-        layer = layers[i]
-        if layer is None:
-            grad = grad.reshape(reshape_to)
-            i -= 1
-            continue
-        through = getattr(layer, "backward_through", None)
-        if i > 1 and layers[i - 1] is not None and through is not None:
-            fused = through(layers[i - 1], grad)
+        if i > 1:
+            fused = backward_through(layers[i], layers[i - 1], grad)
             if fused is not None:
-                grad = fused
-                i -= 2
+                grad, i = fused, i - 2
                 continue
-        grad = layer.backward(grad)
+        grad = layers[i].backward(grad)
         i -= 1
     if not layers:
         return grad if input_grad else None

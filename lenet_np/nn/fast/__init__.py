@@ -1,0 +1,39 @@
+"""The fast forms of the layers: the same results as the plain versions in nn/, faster.
+
+A student reads nn/conv.py and nn/pooling.py: the book's version of each layer, on one
+screen. What makes LeNet fast lives here, behind one small interface per layer, and every
+form is tested against the plain version on NumPy and on the CuPy stand-in:
+
+    form = FORMS[name]                      a layer's fast form, picked by ``impl``
+    y, saved = form.forward(layer, x)       the output, and what its backward needs
+    dx = form.backward(layer, saved, g, input_grad)
+                                            adds dL/dparam into layer's parameters
+                                            (as the plain backward does), returns dL/dx
+                                            (None with input_grad=False)
+
+The layer keeps ``Fast(form, saved)`` as its saved record, so its backward runs the same
+form as its forward did.
+
+conv.py       Conv2d: "strided", "wide" and "band" (one product on image row bands),
+              and "auto"'s choice per backend and shape; band buffers reused
+pooling.py    MaxPool2d: "offsets" (a loop over kernel offsets on strided slices), and
+              the backward of an activation and the max pooling after it in one step
+order.py      LeNet's evaluation order: max pooling before a monotone activation
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Fast(NamedTuple):
+    """What a layer saves when a fast form ran its forward."""
+    form: object          # the form (its backward runs)
+    saved: object         # the form's own record
+
+
+class Form(NamedTuple):
+    """One fast form of a layer."""
+    name: str
+    forward: object       # (layer, x) -> (y, saved)
+    backward: object      # (layer, saved, grad_out, input_grad) -> dx or None

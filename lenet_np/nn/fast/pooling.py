@@ -1,0 +1,198 @@
+"""MaxPool2d's fast form, "offsets", and the backward of an activation and the max pooling
+after it in one step (see __init__.py for the interface). Tested against the plain
+MaxPool2d of nn/pooling.py.
+
+* ``"offsets"``: a loop over the KH*KW kernel offsets, each a strided slice of the input the
+  size of the output. The forward keeps a running maximum and the offset that first reached
+  it; the backward adds the gradient into the slice of each offset where that offset won.
+  No (.., KH*KW) copy, no scatter: the choice on the CPU, where each pass stays in the
+  cache. In eval mode the forward keeps only the maximum (one ufunc per offset, not four)
+  and the winners are found from the kept input if a backward comes after all. The input
+  gradient is laid out in memory as the input was, so the layer before reads it without a
+  copy.
+
+* ``backward_through(pool, activation, g)``: after an activation (training order:
+  activation, then pooling), each window's gradient goes to its winner only, and the
+  activation's value there is the window's output p, so its derivative (Sigmoid's
+  p * (1 - p), ReLU's [p > 0]) is applied to the N*C*OH*OW outputs before routing instead
+  of to KH*KW times as many pixels after it. Sequential and LeNet use it where it applies
+  (``chain_backward`` in nn/module.py).
+
+``choose`` is "auto": ``offsets`` on the CPU, the plain form on a GPU.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from ... import backend
+from ..checks import check_grad
+from ..im2col import pad2d
+from . import Fast, Form
+
+
+class OffsetsSaved(NamedTuple):
+    x_shape: tuple
+    arg: object           # (N, C, OH, OW) winners, or None after an eval-mode forward ...
+    x_pad: object         # ... which keeps the padded input instead, to route if asked
+    order: tuple          # the input's axes from the largest stride to the smallest
+    y: object             # the output (training mode), for backward_through
+    nan: bool             # the output holds a NaN (training mode, CPU), or None if not known
+
+
+def choose(layer, x) -> str:
+    """"auto"'s form for input x: "offsets" on the CPU, "reference" on a GPU."""
+    return "reference" if backend.on_gpu(backend.get_array_module(x)) else "offsets"
+
+
+def kernel_offsets(layer, oh, ow):
+    """(k, slice of the padded input read by kernel offset k = i*KW + j), row-major."""
+    (kh, kw), (sh, sw) = layer.kernel_size, layer.stride
+    for i in range(kh):
+        for j in range(kw):
+            yield i * kw + j, (Ellipsis, slice(i, i + sh * oh, sh), slice(j, j + sw * ow, sw))
+
+
+def offsets_forward(layer, x):
+    xp = backend.get_array_module(x)
+    ph, pw = layer.padding
+    oh, ow = layer._out_size(x.shape)
+    x_pad = pad2d(x, ph, pw, -np.inf)
+    offsets = list(kernel_offsets(layer, oh, ow))
+    if not layer.training:
+        # Evaluation rarely needs a backward: keep the input and find the winners only if
+        # backward asks (it then gets the same routing as in training).
+        y = x_pad[offsets[0][1]].copy(order="K")
+        for _, sl in offsets[1:]:
+            xp.maximum(y, x_pad[sl], out=y)
+        return y, OffsetsSaved(x.shape, None, x_pad, memory_order(x), None, None)
+    y, arg, nan = max_and_arg(layer, x_pad, offsets)
+    return y, OffsetsSaved(x.shape, arg, None, memory_order(x), y, nan)
+
+
+def max_and_arg(layer, x_pad, offsets):
+    """The running maximum over the kernel offsets, the offset that first reached it, and
+    whether the maximum holds a NaN (None on a GPU, where reading that back would wait)."""
+    xp = backend.get_array_module(x_pad)
+    kh, kw = layer.kernel_size
+    gpu = backend.on_gpu(xp)
+    y = x_pad[offsets[0][1]].copy(order="K")   # running maximum, same memory order as x
+    arg = xp.zeros_like(y, dtype=np.uint8 if kh * kw <= 256 else np.int32)
+    better = xp.empty_like(y, dtype=bool)
+    won = xp.empty_like(arg)
+    for k, sl in offsets[1:]:
+        candidate = x_pad[sl]
+        xp.greater(candidate, y, out=better)     # strictly greater: the first maximum stays
+        if gpu:                                  # torch's rule: (c > best) | isnan(c)
+            better |= xp.isnan(candidate)
+        xp.maximum(y, candidate, out=y)          # (NaN propagates, as in torch)
+        # offsets come in increasing k, so the latest winner is the largest k that won
+        xp.multiply(better, arg.dtype.type(k), out=won)
+        xp.maximum(arg, won, out=arg)
+    # On the CPU, where reading a flag back is free, torch's NaN rule runs only for the
+    # rare output that holds a NaN: replay the winners with (c > best) | isnan(c).
+    nan = None if gpu else bool(xp.isnan(y).any())
+    if nan:
+        best = x_pad[offsets[0][1]].copy(order="K")
+        arg[...] = 0
+        for k, sl in offsets[1:]:
+            candidate = x_pad[sl]
+            take = (candidate > best) | xp.isnan(candidate)
+            xp.copyto(best, candidate, where=take)
+            xp.copyto(arg, k, where=take)
+    if layer.padding != (0, 0):           # a window of -inf: its first real pixel, as torch
+        oh, ow = y.shape[-2:]
+        xp.copyto(arg, layer._first_real(xp, oh, ow).astype(arg.dtype), where=y == -np.inf)
+    return y, arg, nan
+
+
+def offsets_backward(layer, saved, grad_out, input_grad):
+    if not input_grad:
+        return None
+    if saved.arg is None:                    # forward ran in eval mode: route now
+        _, arg, _ = max_and_arg(layer, saved.x_pad, list(kernel_offsets(layer, *grad_out.shape[-2:])))
+        saved = saved._replace(arg=arg, x_pad=None)
+        layer.save_for_backward(Fast(FORMS["offsets"], saved))
+    return route(layer, saved, grad_out)
+
+
+def route(layer, saved, grad_out):
+    """dL/dx: each window's gradient added onto its winner, one kernel offset at a time."""
+    xp = backend.get_array_module(grad_out)
+    x_shape, arg, order = saved.x_shape, saved.arg, saved.order
+    (kh, kw), (sh, sw), (ph, pw) = layer.kernel_size, layer.stride, layer.padding
+    n, c, h, w = x_shape
+    oh, ow = grad_out.shape[-2:]
+    overlap = sh < kh or sw < kw
+    alloc = xp.empty if tiles(layer, x_shape) else xp.zeros   # every pixel written once?
+    padded = (n, c, h + 2 * ph, w + 2 * pw)                    # laid out as the input was:
+    dx_pad = alloc(tuple(padded[a] for a in order), dtype=grad_out.dtype)
+    dx_pad = dx_pad.transpose([order.index(a) for a in range(4)])
+    # 1.0 where offset k holds its window's maximum, else 0.0; a float mask, because a
+    # float * bool product goes through a slow casting loop (measured 2.7x slower)
+    won = xp.empty_like(grad_out)
+    for k, sl in kernel_offsets(layer, oh, ow):
+        xp.equal(arg, k, out=won)
+        if overlap:                          # a pixel may win several windows: add
+            dx_pad[sl] += grad_out * won
+        else:                                # each pixel is in one window at most
+            xp.multiply(grad_out, won, out=dx_pad[sl])
+    return dx_pad[:, :, ph:ph + h, pw:pw + w]
+
+
+def tiles(layer, x_shape) -> bool:
+    """The windows tile the input: every pixel lies in exactly one window (no padding)."""
+    (kh, kw), (sh, sw) = layer.kernel_size, layer.stride
+    oh, ow = layer._out_size(x_shape)
+    return (layer.padding == (0, 0) and (sh, sw) == (kh, kw)
+            and x_shape[2] == oh * sh and x_shape[3] == ow * sw)
+
+
+def backward_through(layer, activation, grad_out):
+    """dL/dx of ``activation`` and the max pooling ``layer``, which forward ran one after the other, in
+    one step; None where the two steps must run (the caller then runs them).
+
+    ``activation`` must be the layer whose output this pooling's last forward took (as in
+    Sequential and in LeNet's training order) and offer ``grad_from_output``. Its
+    derivative at a window's winner is taken at the window's output, on the N*C*OH*OW
+    outputs instead of the inputs, before the routing. Where the windows tile the input,
+    each pixel receives at most one window's gradient, and the result equals the two
+    steps' bit for bit. Otherwise (overlapping windows, padding, pixels outside every
+    window), and for an output that holds a NaN (whose non-winning pixels the two steps
+    would also set to NaN), after an evaluation-mode forward, on the reference path and on
+    a GPU (where the NaN check is not read back), it returns None; and so it does for an
+    activation class that overrides ``backward`` without its own ``grad_from_output``,
+    whose ``backward`` would otherwise be skipped. (A ``backward`` replaced on the
+    instance is skipped: wrap ``backward_through`` as well to see every call.)
+
+    The output this pooling returned is what it uses: changing that array in place before
+    the backward changes the gradient, as it would for Sigmoid, whose backward reads its
+    own output."""
+    grad_from_output = getattr(activation, "grad_from_output", None)
+    record = layer.__dict__.get("_saved")
+    cache = record.saved if isinstance(record, Fast) and record.form is FORMS["offsets"] else None
+    if (grad_from_output is None or cache is None or cache.y is None
+            or cache.nan is not False or not tiles(layer, cache.x_shape)
+            or not _derivative_is_backwards(type(activation))):
+        return None
+    check_grad(layer, grad_out, cache.y.shape)
+    return route(layer, cache, grad_from_output(grad_out, cache.y))
+
+
+def _derivative_is_backwards(cls) -> bool:
+    """The class's ``backward`` is defined where its ``grad_from_output`` is, or above it: a
+    subclass that overrides ``backward`` alone must have that ``backward`` run."""
+    backward_owner = next(k for k in cls.__mro__ if "backward" in k.__dict__)
+    derivative_owner = next(k for k in cls.__mro__ if "grad_from_output" in k.__dict__)
+    return issubclass(derivative_owner, backward_owner)
+
+
+def memory_order(x) -> tuple:
+    """x's axes from the largest stride to the smallest: (0, 1, 2, 3) for a C-contiguous
+    array, (1, 0, 2, 3) for an (N, C, H, W) view of (C, N, H, W) memory."""
+    return tuple(sorted(range(x.ndim), key=lambda a: -abs(x.strides[a])))
+
+
+FORMS = {"offsets": Form("offsets", offsets_forward, offsets_backward)}

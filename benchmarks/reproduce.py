@@ -14,7 +14,7 @@ with the generator ``numpy.random.default_rng([SEED, 1])``, one permutation per 
 lenet_np runs as the training command does (``lenet_np.train.main``, its metrics file read
 back); torch runs the same loop in float32 on the CPU with ``torch.optim.Adam`` or ``SGD``.
 
-The PyTorch models are the book's: for ``seed`` the older edition's class with keys
+The PyTorch models are the book's: for ``classic`` the older edition's class with keys
 ``conv.N`` and ``fc.N`` (``benchmarks/contenders.py: book_model``), for ``d2l`` and
 ``batchnorm`` one ``nn.Sequential`` named ``net`` (the layer lists of today's d2l.ai); another
 activation or pooling replaces each of their activations or 2x2 poolings.

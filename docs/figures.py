@@ -1,8 +1,8 @@
 """Draw every figure of the book from the code: ``python docs/figures.py [OUTDIR]``.
 
-Each figure runs lenet_np's own functions (im2col, col2im, Conv2d.backward, the pooling
-layers, a LeNet forward and backward, Sigmoid, ReLU, CrossEntropyLoss, gradcheck) on a
-small example and draws what they return, so a figure cannot drift from the code: if
+Each figure runs lenet_np's own functions (im2col, col2im, the plain Conv2d's backward, the
+pooling layers, a LeNet forward and backward, Sigmoid, ReLU, CrossEntropyLoss, gradcheck) on
+a small example and draws what they return, so a figure cannot drift from the code: if
 the code changed, the picture changes with it (or this script stops on an assert).
 ``make figures`` writes them to docs/figures/, where the pages reference them.
 """
@@ -27,6 +27,7 @@ if str(ROOT) not in sys.path:                      # run as a script from anywhe
 import lenet_np as ln  # noqa: E402
 from lenet_np import nn  # noqa: E402
 from lenet_np.gradcheck import gradcheck  # noqa: E402
+from lenet_np.nn.fast import pooling as fast_pooling  # noqa: E402
 from lenet_np.nn.im2col import col2im, im2col  # noqa: E402
 
 DPI = 100
@@ -127,7 +128,7 @@ def fig_col2im():
         parts.append(col2im(one.reshape(1, 1, 3, 3, 2, 2), X4.shape)[0, 0])
     total = col2im(dcm.reshape(1, 1, 3, 3, 2, 2), X4.shape)[0, 0]
     assert np.array_equal(sum(parts), total)
-    conv = nn.Conv2d(1, 1, 3, bias=False).double()
+    conv = nn.Conv2d(1, 1, 3, bias=False, impl="reference").double()     # the plain Conv2d, nn/conv.py
     conv.weight.data[...] = W3
     conv(X4)
     assert np.array_equal(conv.backward(np.ones((1, 1, 2, 2)))[0, 0], total)
@@ -153,7 +154,7 @@ def fig_col2im():
 
 def fig_conv_backward():
     """dL/dx = full convolution of G with the kernel rotated 180 degrees; dL/dW = x correlated with G."""
-    conv = nn.Conv2d(1, 1, 3, bias=False).double()
+    conv = nn.Conv2d(1, 1, 3, bias=False, impl="reference").double()     # the plain Conv2d, nn/conv.py
     conv.weight.data[...] = W3
     conv(X4)
     dx = conv.backward(G2)[0, 0]
@@ -249,12 +250,12 @@ def fig_pooling():
 
 def lenet_calls(net, batch, train=True):
     """Run one forward (and in training one backward) of net and record every layer call in order:
-    (phase, name, type, input shape, output shape, input_grad, joint). A pooling's
-    ``backward_through`` that takes an activation's backward along is recorded as two backward
-    calls, the pooling's and the activation's, each with the other's name as ``joint``
-    (None for every other call)."""
+    (phase, name, type, input shape, output shape, input_grad, joint). A call of
+    ``backward_through`` (nn/fast/pooling.py) that takes a max pooling's and an activation's
+    backward in one step is recorded as two backward calls, the pooling's and the
+    activation's, each with the other's name as ``joint`` (None for every other call)."""
     calls, wrapped = [], []
-    names = {id(m): name for name, m in net.named_modules() if name and not isinstance(m, nn.Sequential)}
+    names = {id(m): name for name, m in net.named_layers()}
 
     def wrap(module, name):
         fwd, bwd = module.forward, module.backward
@@ -270,22 +271,22 @@ def lenet_calls(net, batch, train=True):
                           None if dx is None else dx.shape, kw.get("input_grad", True), None))
             return dx
         module.forward, module.backward = forward, backward
-        through = getattr(module, "backward_through", None)
-        if through is not None:
-            def backward_through(prev, g):
-                dx = through(prev, g)
-                if dx is not None:
-                    calls.append(("backward", name, type(module).__name__, g.shape, None, True, names[id(prev)]))
-                    calls.append(("backward", names[id(prev)], type(prev).__name__, None, dx.shape, True, name))
-                return dx
-            module.backward_through = backward_through
         wrapped.append(module)
 
-    for _, m in net.named_modules():
-        if id(m) in names:
-            wrap(m, names[id(m)])
+    def backward_through(pool, activation, g):
+        dx = through(pool, activation, g)
+        if dx is not None:
+            pool_name, act_name = names[id(pool)], names[id(activation)]
+            calls.append(("backward", pool_name, type(pool).__name__, g.shape, None, True, act_name))
+            calls.append(("backward", act_name, type(activation).__name__, None, dx.shape, True, pool_name))
+        return dx
+
+    for name, m in net.named_layers():
+        wrap(m, name)
     loss_fn = nn.CrossEntropyLoss()
     wrap(loss_fn, "loss")
+    through = fast_pooling.backward_through          # chain_backward looks it up at each call
+    fast_pooling.backward_through = backward_through
     try:
         net.train(train)
         x = np.zeros((batch, 1, 28, 28), dtype=np.float32)
@@ -294,9 +295,9 @@ def lenet_calls(net, batch, train=True):
         if train:
             net.backward(loss_fn.backward(), input_grad=False)       # as train.py calls it
     finally:
+        fast_pooling.backward_through = through
         for m in wrapped:                        # drop the instance attributes again
             del m.__dict__["forward"], m.__dict__["backward"]
-            m.__dict__.pop("backward_through", None)
         net.train()
     return calls
 
@@ -304,14 +305,12 @@ def lenet_calls(net, batch, train=True):
 def fig_lenet_shapes():
     """The shapes of one batch of 256 through LeNet, from a real forward."""
     net = ln.LeNet(seed=0)
-    net.pool_first = False                           # the seed's order also in this forward-only run
+    net.pool_first = False                           # the book's order also in this forward-only run
     calls = [c for c in lenet_calls(net, 256, train=False) if c[1] != "loss"]
     rows = [("input", "image batch", calls[0][3])]
-    for _, name, kind, shape_in, shape_out, _, _ in calls:
-        if len(rows[-1][2]) == 4 and len(shape_in) == 2:
-            rows.append(("flatten", "reshape(N, -1)", shape_in))
+    for _, name, kind, _, shape_out, _, _ in calls:
         rows.append((name, kind, shape_out))
-    assert rows[-1][2] == (256, 10) and ("flatten", "reshape(N, -1)", (256, 256)) in rows
+    assert rows[-1][2] == (256, 10) and ("flatten", "Flatten", (256, 256)) in rows
 
     fig, ax = plt.subplots(figsize=(9, 6.2))
     sizes = [int(np.prod(s[1:])) for _, _, s in rows]
@@ -342,24 +341,17 @@ def fig_call_chain():
     bwd = [c for c in train if c[0] == "backward"]
     assert [c[1] for c in bwd] == [c[1] for c in reversed(fwd)]      # backward retraces the forward
     assert bwd[-1][1] == "conv.0" and bwd[-1][5] is False and bwd[-1][4] is None
+    assert ("flatten", "Flatten") in [(c[1], c[2]) for c in fwd]
 
-    def nodes(seq):                               # names in call order, with the reshape between blocks
-        out = []
-        for i, c in enumerate(seq):
-            if i and len(seq[i - 1][4 if c[0] == "forward" else 3]) != len(c[3]) and "loss" not in (c[1],):
-                out.append(("flatten", "reshape"))
-            out.append((c[1], c[2]))
-        return out
-
-    f_nodes = [("x", "input")] + nodes(fwd)
-    e_nodes = [("x", "input")] + nodes(evals)
+    f_nodes = [("x", "input")] + [(c[1], c[2]) for c in fwd]
+    e_nodes = [("x", "input")] + [(c[1], c[2]) for c in evals]
     n = len(f_nodes)
     fig, ax = plt.subplots(figsize=(14, 5.3))
     ax.set_xlim(-0.7, n - 0.3)
     ax.set_ylim(-3.2, 1.0)
     ax.axis("off")
     col = {"Conv2d": PALE[0], "Sigmoid": PALE[2], "ReLU": PALE[2], "MaxPool2d": PALE[1], "AvgPool2d": PALE[1],
-           "Linear": PALE[4], "CrossEntropyLoss": PALE[3], "reshape": "#eeeeee", "input": "white"}
+           "Linear": PALE[4], "CrossEntropyLoss": PALE[3], "Flatten": "#eeeeee", "input": "white"}
 
     def box(xc, yc, name, kind, edge="#444444"):
         ax.add_patch(Rectangle((xc - 0.36, yc - 0.3), 0.72, 0.6, facecolor=col.get(kind, "white"),
@@ -381,7 +373,7 @@ def fig_call_chain():
                                          mutation_scale=10, color=COLORS[3],
                                          linestyle="--" if i == 1 else "-"))
     ax.text(-0.65, 0.62, "training step: forward (blue) left to right, net(x) then loss_fn; backward (red) right to "
-            "left: loss_fn.backward(), then LeNet.backward: fc.4 ... fc.0, reshape, conv.5 ... conv.0",
+            "left: loss_fn.backward(), then LeNet.backward: fc.4 ... fc.0, flatten, conv.5 ... conv.0",
             fontsize=10, va="center")
     ax.text(0.5, -0.85, "conv.0.backward(g, input_grad=False) in training: no dL/dx (dashed)", fontsize=9,
             color=COLORS[3], ha="left", va="center")
@@ -397,9 +389,9 @@ def fig_call_chain():
     assert joint == ["conv.5+conv.4", "conv.2+conv.1"]
     ax.text(-0.65, -1.2, "recorded backward calls:  " + " \u2190 ".join(reversed(order)), fontsize=8.5,
             va="center", color=COLORS[3])
-    ax.text(-0.65, -1.48, "a+b: the max pool's backward_through takes the sigmoid's backward along in one step "
-            "(the sigmoid's derivative on the pooled outputs, then the routing)", fontsize=8.5, va="center",
-            color=COLORS[3])
+    ax.text(-0.65, -1.48, "a+b: backward_through (nn/fast/pooling.py) takes the max pool's backward and the "
+            "sigmoid's in one step (the sigmoid's derivative on the pooled outputs, then the routing)",
+            fontsize=8.5, va="center", color=COLORS[3])
 
     y2 = -2.5
     for i, (name, kind) in enumerate(e_nodes):
@@ -408,7 +400,7 @@ def fig_call_chain():
         if i:
             ax.add_patch(FancyArrowPatch((i - 0.64, y2), (i - 0.36, y2), arrowstyle="-|>", mutation_scale=10,
                                          color=COLORS[0]))
-    ax.text(-0.65, y2 + 0.55, "evaluation mode (net.eval()), LeNet.conv_order(): each max pool runs before "
+    ax.text(-0.65, y2 + 0.55, "evaluation mode (net.eval()), LeNet.layer_order(): each max pool runs before "
             "the sigmoid it follows in training (red frames); same output, a quarter of the sigmoids",
             fontsize=10, va="center")
     fig.tight_layout()

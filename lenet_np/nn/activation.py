@@ -8,7 +8,7 @@ Sigmoid
 
 Both derivatives are functions of the output y, so ``grad_from_output(dL/dy, y)`` gives
 dL/dx from y alone: a max pooling that follows uses it on its outputs, which are the
-activation's values at the winning pixels (pooling.py, ``backward_through``).
+activation's values at the winning pixels (nn/fast/pooling.py, ``backward_through``).
 
 ReLU
     forward   y = max(x, 0)

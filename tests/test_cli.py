@@ -1,47 +1,60 @@
 """Every command against bad input: generated argument lists and a corpus of corrupt files.
 
 Each command's ``main(argv)`` runs here on tiny IDX files written with ``write_idx`` (64
-training and 32 test images). Whatever the arguments, a command must end with exit status
-0, 2 (a bad argument, refused before any work) or 1 (a damaged file, a file of the wrong
-kind, a diverging run: the documented runtime errors), print one ``error:`` line and no
-traceback, and leave no temporary or partial file in its output directory.
+training and 32 test images). A generated command line is one of three kinds, each with one
+right outcome, and none may print a traceback or leave a temporary or partial file:
+
+* every value valid: exit status 0, the command's output and the files it promises, no
+  ``error:`` line; or, for the combinations a command documents as failing at run time (a
+  checkpoint resumed with another architecture, a run that diverges, ...: the ``expect_*``
+  functions below), exit status 1 and that error;
+* one value the parser must refuse: exit status 2 and one line on stderr,
+  ``python -m lenet_np.<command>: error: ... (see --help)``, naming the flag; nothing written;
+* one value the parser accepts and the run must refuse (a damaged checkpoint, a directory
+  without the data, a file of the wrong kind): exit status 1 and one ``error:`` line saying
+  why; nothing written.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
+from hypothesis.control import currently_in_test_context
 
 import lenet_np
+import lenet_np.gradcheck as gradcheck
 from lenet_np import checkpoint, cli, data, evaluate, exercises, summary, trace, train, visualize
 from tests.test_train import make_dataset
 
-gradcheck = __import__("sys").modules["lenet_np.gradcheck"]
 bench = pytest.importorskip("benchmarks.run")
 
 EXAMPLES = settings(deadline=None, derandomize=True, max_examples=30,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
-BAD_INTS = ["-5", "0", "-1", "", "nan", "inf", "3.5", "1e3", "abc", "99999999999999999999999"]
-BAD_FLOATS = ["nan", "inf", "-inf", "-1", "0", "", "abc", "1e-400"]
+HUGE = "99999999999999999999999"                 # a whole number > 2**64: valid where there is no upper bound
+HUGE_SEED = "123456789012345678901234567890"
+BAD_INTS = ("-5", "0", "-1", "", "nan", "inf", "3.5", "1e3", "abc")
+BAD_FLOATS = ("nan", "inf", "-inf", "-1", "0", "", "abc", "1e-400")
 
 
 # -- the world the commands run in ----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """Paths the generated arguments point to: good and bad data, checkpoints, metrics."""
+    """Paths the generated arguments point to: good and bad data, checkpoints, metrics, exercises."""
     root = tmp_path_factory.mktemp("world")
     w = {"data": make_dataset(root / "data", n_train=64, n_test=32), "empty": root / "empty",
          "file": root / "a-file.txt", "missing": root / "missing" / "nothing", "ck": root / "ck.npz",
          "bad_ck": root / "bad.npz", "csv": root / "metrics.csv", "bad_csv": root / "bad.csv",
-         "steps": root / "metrics.steps.csv"}
+         "steps": root / "metrics.steps.csv", "solved": root / "solved", "skeleton": root / "skeleton"}
     w["empty"].mkdir()
     w["file"].write_text("not what you think")
     assert train.main(["--data-dir", str(w["data"]), "--epochs", "1", "--batch-size", "16", "--quiet",
@@ -49,7 +62,19 @@ def world(tmp_path_factory):
     w["bad_ck"].write_bytes(w["ck"].read_bytes()[:300])
     w["bad_csv"].write_text("a,b\n1,2\n")
     assert w["steps"].exists()                     # train writes the per-step file beside --metrics
+    assert exercises.main(["solutions", str(w["solved"])]) == 0
+    assert exercises.main(["new", str(w["skeleton"])]) == 0
     return {k: str(v) for k, v in w.items()}
+
+
+# The settings of world["ck"] that a resumed run or a tool given the checkpoint cannot change
+# ("seed" is the earlier name of the classic variant, still taken).
+CK_ARCH = {"--variant": "classic", "--activation": "sigmoid", "--pool": "max"}
+
+
+def other_network(given, held=CK_ARCH) -> bool:
+    """Whether the valid values ``given`` ask for another network than ``held``."""
+    return any({"seed": "classic"}.get(given.get(f, v), given.get(f, v)) != v for f, v in held.items())
 
 
 def leftovers(directory: Path) -> list[str]:
@@ -65,202 +90,386 @@ def run_main(main, argv) -> int:
         return exc.code
 
 
-def check_outcome(status, captured, argv) -> None:
-    """0, or 2 with argparse's one line, or 1 with one 'error:' line (only "Fashion-MNIST not found",
-    without --data-dir, goes on to list the places searched); never a traceback."""
-    out, err = captured.out, captured.err
-    assert "Traceback" not in out + err, argv
-    assert status in (0, 1, 2), (status, argv, err)
-    errors = [line for line in err.splitlines() if "error:" in line]
-    if status == 2:                   # one line in all: no usage block
-        assert len(err.strip().splitlines()) == 1 and ": error: " in err, (argv, err)
-    elif status == 1:
-        assert len(errors) == 1 and errors[0].startswith("error: "), (argv, err)
-    else:
-        assert not errors, (argv, err)
+# -- generated command lines ---------------------------------------------------------------------
+class Flag(NamedTuple):
+    """The values generated for one flag. A value is a string, None (the flag alone) or a tuple
+    (several values after the flag), and may hold {out}, {data}, ... (filled in by ``fill``).
+
+    ok: valid values; usage: values the parser must refuse (exit 2); refused: (value, what the
+    error line says) for values the parser accepts and the run must refuse (exit 1)."""
+    ok: tuple = ()
+    usage: tuple = ()
+    refused: tuple = ()
 
 
-def choose(options: dict, always=()):
-    """Argument lists: the flags of ``always`` plus any subset of the others. ``options`` maps a flag to
-    (good values, bad values); a flag gets a bad value about one time in three (None: a flag without a
-    value; --dest, --force and --url are bad without --download, which would go to the network).
-    Values may hold {out}, {data}, ... filled in by ``fill``."""
-    def one(flag):
-        good, bad = options[flag]
-        if not good or not bad:
-            values = st.sampled_from(good or bad)
-        else:
-            values = st.one_of(st.sampled_from(good), st.sampled_from(good), st.sampled_from(bad))
-        return values.map(lambda v: [flag] if v is None else [flag, v])
+class Case(NamedTuple):
+    """A generated command line: ``argv`` (templates), the valid values in it (``given``: flag ->
+    value), its kind ("ok", "usage" or "refused"), the flag with the bad value and, for "refused",
+    what the error line says."""
+    argv: list
+    given: dict
+    kind: str
+    flag: str | None = None
+    says: str = ""
+
+
+class Expect(NamedTuple):
+    """How a command line of valid values ends. Exit 0: ``says`` is in its output (stdout or
+    stderr) and every file of ``writes`` exists. Exit 1: ``says`` is in its one ``error:`` line
+    (``one_line``: stderr holds nothing else but note: and warning: lines); or, without an
+    ``error_line``, the command reports on stdout (``says`` there) and stderr has no error line."""
+    status: int = 0
+    says: str = ""
+    writes: tuple = ()
+    one_line: bool = True
+    error_line: bool = True
+
+
+def value_args(flag, value) -> list:
+    if value is None:
+        return [flag]
+    return [flag, *value] if isinstance(value, tuple) else [flag, value]
+
+
+def cases(options: dict, always=()):
+    """Command lines of one kind, drawn first: "ok", the flags of ``always`` and up to four others,
+    each with a valid value; "usage" or "refused", the same plus one flag (any, ``always`` included)
+    with a value of that kind, at any position."""
+    kinds = ["ok"] + [k for k in ("usage", "refused") if any(getattr(o, k) for o in options.values())]
 
     @st.composite
     def build(draw):
-        flags = list(always) + draw(st.lists(st.sampled_from([f for f in options if f not in always]),
-                                             unique=True, max_size=4))
-        argv = []
-        for flag in flags:
-            argv += draw(one(flag))
-        return argv
+        kind = draw(st.sampled_from(kinds))
+        bad = None if kind == "ok" else draw(st.sampled_from([f for f, o in options.items() if getattr(o, kind)]))
+        optional = [f for f, o in options.items() if o.ok and f not in always and f != bad]
+        flags = [f for f in always if f != bad] + draw(st.lists(st.sampled_from(optional), unique=True, max_size=4))
+        given = {f: draw(st.sampled_from(options[f].ok)) for f in flags}
+        parts = [value_args(f, v) for f, v in given.items()]
+        says = ""
+        if kind == "usage":
+            parts.insert(draw(st.integers(0, len(parts))), value_args(bad, draw(st.sampled_from(options[bad].usage))))
+        elif kind == "refused":
+            value, says = draw(st.sampled_from(options[bad].refused))
+            parts.insert(draw(st.integers(0, len(parts))), value_args(bad, value))
+        return Case([a for part in parts for a in part], given, kind, bad, says)
     return build()
 
 
-def fill(argv, world, out):
-    return [a.format(out=out, **world) for a in argv]
+def valid(*pairs) -> Case:
+    """A command line of valid values, written out (for @example)."""
+    return Case([a for flag, value in pairs for a in value_args(flag, value)], dict(pairs), "ok")
 
 
-def drive(main, argv, world, capsys):
-    """Run main on argv (placeholders filled, a fresh output directory) and check the outcome."""
+def invalid(flag, value, *pairs) -> Case:
+    """A command line of valid values and one the parser must refuse, written out (for @example)."""
+    case = valid(*pairs, (flag, value))
+    return case._replace(given=dict(pairs), kind="usage", flag=flag)
+
+
+def fill(text, world, out):
+    return text.format(out=out, **world)
+
+
+USAGE_LINE = re.compile(r"python -m [\w.]+( \w+)?: error: .+ \(see --help\)")
+
+
+def the_error_line(err: str, one_line: bool = True) -> str:
+    """The one ``error: `` line of stderr; with ``one_line`` every other line is a note or a warning."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    errors = [line for line in lines if "error:" in line]
+    assert len(errors) == 1 and errors[0].startswith("error: "), err
+    if one_line:
+        assert all(line.startswith(("note: ", "warning: ")) for line in lines if line != errors[0]), err
+    return errors[0]
+
+
+def drive(main, case: Case, world, capsys, expect=lambda given: Expect()) -> int:
+    """Run main on the case's argv (placeholders filled, a fresh output directory) and check that it
+    ends as the case's kind says (``expect(case.given)`` for a command line of valid values)."""
     out = Path(tempfile.mkdtemp(prefix="lenet-np-cli-"))
     try:
-        argv = fill(argv, world, out)
+        argv = [fill(a, world, out) for a in case.argv]
         capsys.readouterr()
         status = run_main(main, argv)
-        check_outcome(status, capsys.readouterr(), argv)
-        assert not leftovers(out), (argv, leftovers(out))
+        stdout, err = capsys.readouterr()
+        if currently_in_test_context():              # pytest --hypothesis-show-statistics: the mix drawn
+            event(f"{case.kind}, exit {status}")
+        why = (case.kind, argv, status, err, stdout[-1000:])
+        assert "Traceback" not in stdout + err, why
+        assert not leftovers(out), (why, leftovers(out))
+        wrote = sorted(str(p) for p in out.rglob("*"))
+        if case.kind == "usage":                      # the parser's one line, naming the flag; no work done
+            lines = err.strip().splitlines()
+            assert status == 2 and len(lines) == 1 and USAGE_LINE.fullmatch(lines[0]), why
+            assert case.flag in lines[0] and not stdout and not wrote, (why, wrote)
+            return status
+        expected = expect(case.given)
+        if case.kind == "refused":                    # the value's error (or an earlier documented one)
+            assert status == 1, why
+            line = the_error_line(err)
+            says = {fill(case.says, world, out)} | ({expected.says} if expected.status == 1 else set())
+            assert any(text in line for text in says), (why, says)
+            assert not wrote, (why, wrote)
+            return status
+        assert status == expected.status, (why, expected)
+        if status == 0:
+            assert "error:" not in err and expected.says in stdout + err, (why, expected.says)
+            missing = [f for f in (fill(w, world, out) for w in expected.writes) if not Path(f).is_file()]
+            assert not missing, (why, missing)
+        elif expected.error_line:
+            assert expected.says in the_error_line(err, expected.one_line), (why, expected.says)
+            assert not wrote, (why, wrote)
+        else:
+            assert "error:" not in err and expected.says in stdout, (why, expected.says)
         return status
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
 
-DATA_DIRS = (["{data}"], ["{missing}", "{file}", "{empty}", ""])
-CHECKPOINTS = (["{ck}"], ["{bad_ck}", "{missing}", "{empty}", "{file}", ""])
-DEVICES = (["cpu", "CPU", "auto"], ["tpu", "", "cuda:x"])
+NOT_NPZ = "not an .npz"
+DATA_DIR = Flag(("{data}",), ("{missing}", "{file}", ""), (("{empty}", "Fashion-MNIST not found in {empty}"),))
+CHECKPOINT = Flag(("{ck}",), ("{missing}", "{empty}", ""),
+                  (("{bad_ck}", f"checkpoint {{bad_ck}}: {NOT_NPZ}"), ("{file}", f"checkpoint {{file}}: {NOT_NPZ}")))
+DEVICE = Flag(("cpu", "CPU", "auto"), ("tpu", "", "cuda:x"))
+VARIANT = Flag(("classic", "seed", "d2l", "batchnorm"), ("lenet5", "D2L", "Classic", ""))
 
 
 # -- generated argument lists, one test per command ------------------------------------------------
 TRAIN = {
-    "--data-dir": DATA_DIRS,
-    "--epochs": (["1"], BAD_INTS),
-    "--batch-size": (["16", "1000000000"], BAD_INTS),
-    "--lr": (["0.01", "1e308"], BAD_FLOATS),
-    "--momentum": (["0.9", "0"], ["-0.1", "nan", "inf"]),
-    "--optimizer": (["adam", "sgd"], ["rmsprop", ""]),
-    "--device": DEVICES,
-    "--seed": (["0", "7", "123456789012345678901234567890"], ["-5", "nan", ""]),
-    "--activation": (["sigmoid", "relu"], ["tanh"]),
-    "--pool": (["max", "avg"], ["min"]),
-    "--variant": (["seed", "d2l", "batchnorm"], ["lenet5", "D2L", ""]),
-    "--log-every": (["1", "7", "1000000"], BAD_INTS),
-    "--workers": (["1", "2", "256"], ["-1", "257", "x"]),
-    "--checkpoint": (["{out}/ck.npz", "{out}/sub/dir/ck.npz"],
-                     ["{out}/ck.txt", "{out}", "/proc/nope/ck.npz", "{file}/ck.npz", ""]),
-    "--resume": CHECKPOINTS,
-    "--metrics": (["{out}/m.csv", "{out}/m.json"], ["{out}/m.txt", "/proc/nope/m.csv", "{out}"]),
-    "--plot": (["{out}/curves.png"], ["{out}/curves.txt", "/proc/nope/p.png", ""]),
+    "--data-dir": DATA_DIR,
+    "--epochs": Flag(("1",), BAD_INTS),
+    "--batch-size": Flag(("16", "1000000000", HUGE), BAD_INTS),
+    "--lr": Flag(("0.01", "1e308", "1e-300"), BAD_FLOATS),
+    "--momentum": Flag(("0.9", "0"), ("-0.1", "nan", "inf", "")),
+    "--optimizer": Flag(("adam", "sgd"), ("rmsprop", "Adam", "")),
+    "--device": DEVICE,
+    "--seed": Flag(("0", "7", HUGE_SEED), ("-5", "nan", "")),
+    "--activation": Flag(("sigmoid", "relu"), ("tanh",)),
+    "--pool": Flag(("max", "avg"), ("min",)),
+    "--variant": VARIANT,
+    "--log-every": Flag(("1", "7", HUGE), BAD_INTS),
+    "--workers": Flag(("0", "1", "2", "256"), ("-1", "257", "x")),
+    "--checkpoint": Flag(("{out}/ck.npz", "{out}/sub/dir/ck.npz", "{out}/CK.NPZ"),
+                         ("{out}/ck.txt", "{out}", "/proc/nope/ck.npz", "{file}/ck.npz", "")),
+    "--resume": CHECKPOINT,
+    "--metrics": Flag(("{out}/m.csv", "{out}/m.json", "{out}/M.JSON"),
+                      ("{out}/m.txt", "/proc/nope/m.csv", "{out}", "")),
+    "--plot": Flag(("{out}/curves.png",), ("{out}/curves.txt", "/proc/nope/p.png", "")),
 }
 
 
+def expect_train(given) -> Expect:
+    """Resuming world["ck"] (1 epoch of 1) has nothing to train, and refuses another architecture or
+    optimizer; at --lr 1e308 the second step's loss is NaN (a diverging run; --batch-size 16: 4 steps,
+    the other sizes one step of the 64 images); else it trains and writes what it was asked to."""
+    if "--resume" in given:
+        if other_network(given, {**CK_ARCH, "--optimizer": "adam"}):
+            return Expect(1, "was trained with")
+        return Expect(0, "already holds 1 epochs")
+    if given.get("--lr") == "1e308" and given.get("--batch-size") == "16":
+        return Expect(1, "training diverged")
+    writes = [given[f] for f in ("--checkpoint", "--metrics", "--plot") if f in given]
+    if "--metrics" in given:
+        writes.append(str(train.steps_path(given["--metrics"])))
+    return Expect(0, "epoch 1, loss", tuple(writes))
+
+
+@settings(EXAMPLES, max_examples=50)
+@given(case=cases(TRAIN, always=("--data-dir",)))
+@example(case=valid(("--data-dir", "{data}"), ("--workers", "256"), ("--batch-size", "16")))
+@example(case=invalid("--workers", "257", ("--data-dir", "{data}")))
+@example(case=valid(("--data-dir", "{data}"), ("--batch-size", HUGE), ("--log-every", HUGE), ("--seed", HUGE_SEED)))
+@example(case=valid(("--data-dir", "{data}"), ("--resume", "{ck}"), ("--variant", "d2l")))
+@example(case=valid(("--data-dir", "{data}"), ("--resume", "{ck}"), ("--variant", "seed")))
+@example(case=valid(("--data-dir", "{data}"), ("--resume", "{ck}"), ("--lr", "0.5"), ("--checkpoint", "{out}/ck.npz")))
+@example(case=valid(("--data-dir", "{data}"), ("--lr", "1e308"), ("--batch-size", "16")))
+@example(case=valid(("--data-dir", "{data}"), ("--lr", "1e-300"), ("--checkpoint", "{out}/CK.NPZ"),
+                    ("--metrics", "{out}/M.JSON"), ("--plot", "{out}/curves.png")))
+def test_train_arguments(world, capsys, case):
+    drive(train.main, case._replace(argv=["--quiet", "--epochs", "1", *case.argv]), world, capsys, expect_train)
+
+
+EVALUATE = {"--checkpoint": CHECKPOINT, "--data-dir": DATA_DIR, "--device": DEVICE,
+            "--batch-size": Flag(("1", "7", "100000", HUGE), BAD_INTS)}
+
+
+@settings(EXAMPLES, max_examples=40)
+@given(case=cases(EVALUATE, always=("--checkpoint", "--data-dir")))
+def test_evaluate_arguments(world, capsys, case):
+    drive(evaluate.main, case, world, capsys, lambda given: Expect(0, "test accuracy 0."))
+
+
+TRACE = {"--batch-size": Flag(("1", "3", "50", "10000"), ("10001", HUGE, *BAD_INTS)),
+         "--activation": Flag(("sigmoid", "relu"), ("tanh", "")), "--pool": Flag(("max", "avg"), ("sum",)),
+         "--variant": VARIANT,
+         "--checkpoint": CHECKPOINT, "--data-dir": DATA_DIR,
+         "--seed": Flag(("0", "5", HUGE_SEED), ("-5", "-1", "", "nan"))}
+
+
+def expect_trace(given) -> Expect:
+    """A checkpoint's network cannot change; a batch of one cannot be normalised (batchnorm)."""
+    if "--checkpoint" in given:
+        if other_network(given):
+            return Expect(1, "holds a LeNet with")
+    elif given.get("--variant") == "batchnorm" and given.get("--batch-size") == "1":
+        return Expect(1, "needs a batch of at least 2")
+    return Expect(0, "BACKWARD: what each layer's backward returns")
+
+
 @settings(EXAMPLES, max_examples=60)
-@given(argv=choose(TRAIN, always=("--data-dir",)))
-def test_train_arguments(world, capsys, argv):
-    drive(train.main, ["--quiet", "--epochs", "1", *argv], world, capsys)
+@given(case=cases(TRACE))
+@example(case=valid(("--data-dir", "{data}"), ("--batch-size", "10000")))
+@example(case=invalid("--batch-size", "10001", ("--data-dir", "{data}")))
+@example(case=valid(("--checkpoint", "{ck}"), ("--pool", "avg")))
+@example(case=valid(("--variant", "batchnorm"), ("--batch-size", "1")))
+def test_trace_arguments(world, capsys, no_data, case):
+    if case.given.get("--data-dir") != "{data}":       # 10,000 random images: valid but slow
+        case = case._replace(argv=["40" if a == "10000" else a for a in case.argv])
+    drive(trace.main, case, world, capsys, expect_trace)
 
 
-EVALUATE = {"--checkpoint": CHECKPOINTS, "--data-dir": DATA_DIRS, "--device": DEVICES,
-            "--batch-size": (["7", "100000"], BAD_INTS)}
+MAX_MISTAKES = Flag(("1", "25", "100"), ("0", "-3", "101", "nan"))
+VISUALIZE = {"--checkpoint": CHECKPOINT,
+             "--out": Flag(("{out}/pictures", "{out}"), ("{file}", "/proc/nope/pics", "")),
+             "--metrics": Flag(("{csv}",), ("{missing}", "{empty}", ""),
+                               (("{bad_csv}", "metrics {bad_csv}: cannot read it as per-epoch metrics"),)),
+             "--data-dir": DATA_DIR,
+             "--image": Flag(("0", "31", "32"), ("-1", "x", ""),
+                             (("100000", "--image must lie in 0.."), (HUGE, "--image must lie in 0.."))),
+             "--max-misclassified": MAX_MISTAKES, "--max-mistakes": MAX_MISTAKES,
+             "--steps": Flag(("{steps}", ("{steps}", "{steps}")), ("{missing}", "{empty}", ("{steps}",) * 5),
+                             (("{bad_csv}", "steps {bad_csv}: cannot read it as per-step metrics"),
+                              ("{csv}", "steps {csv}: cannot read it as per-step metrics"))),
+             "--classes": Flag((("coat", "Ankle-Boot"), ("Pullover", "Coat"), ("tshirttop", "BAG")),
+                               (("Sweater", "Coat"), ("Coat", "coat"), ("", "Bag"), ("Coat",)))}
+PICTURES = ("filters.png", "filters_change.png", "feature_maps.png", "saliency.png", "mistakes.png", "curves.png")
 
 
-@EXAMPLES
-@given(argv=choose(EVALUATE, always=("--checkpoint", "--data-dir")))
-def test_evaluate_arguments(world, capsys, argv):
-    drive(evaluate.main, argv, world, capsys)
+def expect_visualize(given) -> Expect:
+    """--image indexes the test images: 32 of them in world["data"], 200 random ones without data."""
+    if given.get("--image") == "32" and given.get("--data-dir") == "{data}":
+        return Expect(1, "--image must lie in 0..31")
+    pictures = PICTURES + (("gradient_norms.png",) if "--steps" in given or "--metrics" in given else ())
+    return Expect(0, "wrote ", tuple(f"{given['--out']}/{name}" for name in pictures))
 
 
-TRACE = {"--batch-size": (["1", "3", "50", "10000"], ["10001", "12000", *BAD_INTS]),
-         "--activation": (["sigmoid", "relu"], ["tanh", ""]), "--pool": (["max", "avg"], ["sum"]),
-         "--variant": (["seed", "d2l", "batchnorm"], ["lenet5", ""]),
-         "--checkpoint": CHECKPOINTS, "--data-dir": DATA_DIRS,
-         "--seed": (["0", "5", "123456789012345678901234567890"], ["-5", "-1", "", "nan"])}
+@settings(EXAMPLES, max_examples=12)
+@given(case=cases(VISUALIZE, always=("--checkpoint", "--out")))
+@example(case=valid(("--checkpoint", "{ck}"), ("--out", "{out}"), ("--data-dir", "{data}"), ("--image", "32")))
+@example(case=invalid("--max-mistakes", "101", ("--checkpoint", "{ck}"), ("--out", "{out}")))
+def test_visualize_arguments(world, capsys, no_data, case):
+    drive(visualize.main, case, world, capsys, expect_visualize)
 
 
-@EXAMPLES
-@given(argv=choose(TRACE))
-def test_trace_arguments(world, capsys, no_data, argv):
-    if "10000" in argv and "--data-dir" not in argv:
-        argv = [a if a != "10000" else "40" for a in argv]     # 10,000 random images: valid but slow
-    drive(trace.main, argv, world, capsys)
+SUMMARY = {"--batch-size": Flag(("1", "256", str(10 ** 12), str(10 ** 30)), BAD_INTS),
+           "--activation": Flag(("sigmoid", "relu"), ("elu", "")), "--pool": Flag(("max", "avg"), ("", "Max")),
+           "--variant": VARIANT}
 
 
-VISUALIZE = {"--checkpoint": CHECKPOINTS,
-             "--out": (["{out}/pictures", "{out}"], ["{file}", "/proc/nope/pics", ""]),
-             "--metrics": (["{csv}"], ["{bad_csv}", "{missing}", "{empty}"]),
-             "--data-dir": DATA_DIRS,
-             "--image": (["0", "31"], ["32", "100000", "-1", "x"]),
-             "--max-misclassified": (["1", "2", "100"], ["0", "-3", "101", "nan"]),
-             "--max-mistakes": (["1", "25", "100"], ["0", "-3", "101", "nan"]),
-             "--steps": (["{steps}"], ["{bad_csv}", "{csv}", "{missing}", "{empty}"]),
-             "--classes": ([], ["Sweater", "", "coat"])}
+@settings(EXAMPLES, max_examples=100)
+@given(case=cases(SUMMARY))
+def test_summary_arguments(world, capsys, case):
+    drive(summary.main, case, world, capsys, lambda given: Expect(0, "Total params"))
 
 
-@settings(EXAMPLES, max_examples=20)
-@given(argv=choose(VISUALIZE, always=("--checkpoint", "--out")))
-def test_visualize_arguments(world, capsys, no_data, argv):
-    drive(visualize.main, argv, world, capsys)
+# every layer but lenet and all (the whole network: seconds, valid all the same)
+GRADCHECK = {"--layer": Flag(("conv", "pool", "avgpool", "linear", "sigmoid", "relu", "flatten", "loss", "batchnorm"),
+                             ("everything", "Linear", "")),
+             "--seed": Flag(("0", "3", HUGE_SEED), ("-1", "nan", "")),
+             "--max-elements": Flag(("1", "3"), ("0", "-2", "inf"))}
 
 
-SUMMARY = {"--batch-size": (["1", "256", str(10 ** 12), str(10 ** 30)], BAD_INTS),
-           "--activation": (["sigmoid", "relu"], ["elu"]), "--pool": (["max", "avg"], [""]),
-           "--variant": (["seed", "d2l", "batchnorm"], ["lenet5", ""])}
+@settings(EXAMPLES, max_examples=60)
+@given(case=cases(GRADCHECK, always=("--layer",)))
+def test_gradcheck_arguments(world, capsys, case):
+    drive(gradcheck.main, case._replace(argv=["--max-elements", "3", *case.argv]), world, capsys,
+          lambda given: Expect(0, "All float64 errors are below"))
 
 
-@EXAMPLES
-@given(argv=choose(SUMMARY))
-def test_summary_arguments(world, capsys, argv):
-    drive(summary.main, argv, world, capsys)
+# --dest, --force and --url go with --download only (which would go to the network)
+DATA = {"--data-dir": DATA_DIR, "--verify": Flag((None,)),
+        "--dest": Flag(usage=("{out}/dl", "/proc/nope", "{file}")), "--force": Flag(usage=(None,)),
+        "--url": Flag(usage=("ftp://nowhere", "", "file:///nowhere"))}
 
 
-GRADCHECK = {"--layer": (["linear", "flatten", "sigmoid", "relu", "loss"], ["everything", ""]),
-             "--seed": (["0", "3"], ["-1", "nan", ""]), "--max-elements": (["1", "3"], ["0", "-2", "inf"])}
+def expect_data(given) -> Expect:
+    """No data on the search path (no_data), and world["data"] is not the real data set."""
+    if "--data-dir" not in given:
+        return Expect(1, "Fashion-MNIST not found;", one_line=False)     # it goes on to list the places
+    if "--verify" in given:
+        return Expect(1, "checksum mismatch")
+    return Expect(0, "Fashion-MNIST found in")
 
 
-@EXAMPLES
-@given(argv=choose(GRADCHECK, always=("--layer",)))
-def test_gradcheck_arguments(world, capsys, argv):
-    drive(gradcheck.main, ["--max-elements", "3", *argv], world, capsys)
+@settings(EXAMPLES, max_examples=60)
+@given(case=cases(DATA))
+@example(case=valid(("--data-dir", "{data}"), ("--verify", None)))
+def test_data_arguments(world, capsys, no_data, case):
+    drive(data.main, case, world, capsys, expect_data)
 
 
-DATA = {"--data-dir": DATA_DIRS, "--verify": ([None], []),
-        "--dest": ([], ["{out}/dl", "/proc/nope", "{file}"]), "--force": ([], [None]),
-        "--url": ([], ["ftp://nowhere", "", "file:///nowhere"])}
+COMMANDS = "{new,check,solutions}"
 
 
-@EXAMPLES
-@given(argv=choose(DATA))
-def test_data_arguments(world, capsys, no_data, argv):
-    drive(data.main, argv, world, capsys)
+@st.composite
+def exercise_cases(draw):
+    """(case, how a valid one ends): new and solutions write only under {out}; check reads the
+    world's solved files (all pass) or the skeletons (none does: exit 1, a line per layer)."""
+    layers = draw(st.lists(st.sampled_from(sorted(exercises.EXERCISES)), min_size=1, max_size=3, unique=True))
+    select = (["--layer", *layers] if draw(st.booleans()) else []) + ["--examples", draw(st.sampled_from("12"))]
+    wrote = ("README.md", "linear.py")
+    ok = [(["new", d], Expect(0, "wrote 8 exercises", tuple(f"{d}/{f}" for f in wrote))) for d in ("{out}/ex", "{out}")]
+    ok += [(["solutions", d], Expect(0, "wrote the solutions", tuple(f"{d}/{f}" for f in wrote)))
+           for d in ("{out}/sol", "{out}")]
+    ok += [(["check", "{solved}", *select], Expect(0, "layers pass: each backward agrees")),
+           (["check", "{skeleton}", *select], Expect(1, "layers pass; next: ", error_line=False))]
+    usage = [(argv, COMMANDS) for argv in (["nonsense", "{out}"], ["", "{out}"], [])]
+    usage += [([command, d], "DIR") for command in ("new", "solutions") for d in ("{file}", "/proc/nope/ex", "")]
+    usage += [(["new"], "DIR"), (["check", "{missing}"], "DIR"), (["check", "{file}"], "DIR"), (["check", ""], "DIR")]
+    usage += [(["check", "{solved}", *select, "--layer", name], "--layer") for name in ("conv", "")]
+    usage += [(["check", "{solved}", "--examples", n], "--examples") for n in ("0", "1001", "x")]
+    usage += [(["new", "{out}/ex", "--layer", "linear"], "--layer"),
+              (["solutions", "{out}", "--examples", "1"], "--examples")]
+    refused = [(["check", d, *select], "holds none of") for d in ("{empty}", "{out}")]
+    refused += [([command, d], f"{d} already holds") for command in ("new", "solutions")
+                for d in ("{solved}", "{skeleton}")]
+    kind = draw(st.sampled_from(["ok", "usage", "refused"]))
+    if kind == "ok":
+        argv, expect = draw(st.sampled_from(ok))
+        return Case(argv, {}, kind), expect
+    argv, detail = draw(st.sampled_from(usage if kind == "usage" else refused))
+    return (Case(argv, {}, kind, flag=detail) if kind == "usage" else Case(argv, {}, kind, says=detail)), Expect()
 
 
-# new and solutions write only under {out}: a directory they fill outside it would change what check finds
-EXERCISE_DIRS = {"new": ["{out}/ex", "{out}", "{file}", "/proc/nope/ex", ""],
-                 "solutions": ["{out}/sol", "{out}", "{file}", "/proc/nope/sol", ""],
-                 "check": ["{out}", "{empty}", "{missing}", "{file}", ""], "nonsense": ["{out}"], "": ["{out}"]}
+# check runs Hypothesis itself (lenet_np's layer on random shapes): a @given inside this test's @given
+@settings(EXAMPLES, max_examples=60,
+          suppress_health_check=[*EXAMPLES.suppress_health_check, HealthCheck.nested_given])
+@given(case_expect=exercise_cases())
+@example(case_expect=(Case(["check", "{skeleton}", "--layer", "linear", "--examples", "1"], {}, "ok"),
+                      Expect(1, "0 of 1 layers pass; next: linear.py", error_line=False)))
+def test_exercises_arguments(world, capsys, case_expect):
+    case, expect = case_expect
+    drive(exercises.main, case, world, capsys, lambda given: expect)
 
 
-@EXAMPLES
-@given(command=st.sampled_from(sorted(EXERCISE_DIRS)), pick=st.integers(0, 4),
-       layers=st.lists(st.sampled_from(["linear", "relu", "conv", ""]), max_size=2),
-       examples=st.sampled_from([[], ["--examples", "1"], ["--examples", "0"], ["--examples", "x"]]))
-def test_exercises_arguments(world, capsys, command, pick, layers, examples):
-    dirs = EXERCISE_DIRS[command]
-    argv = [command, dirs[pick % len(dirs)]] + (["--layer", *layers] if layers else []) + examples
-    drive(exercises.main, argv, world, capsys)
-
-
-@pytest.mark.parametrize("argv", [
-    ["--download", "--dest", "/proc/nope"], ["--download", "--dest", "{file}"], ["--download", "--url", "ftp://x"],
-    ["--download", "--data-dir", "{data}"], ["--download", "--data-dir", "{missing}"],
+@pytest.mark.parametrize("argv,flag", [
+    (["--download", "--dest", "/proc/nope"], "--dest"), (["--download", "--dest", "{file}"], "--dest"),
+    (["--download", "--url", "ftp://x"], "--url"), (["--download", "--data-dir", "{data}"], "--data-dir"),
+    (["--download", "--data-dir", "{missing}"], "--data-dir"),
 ])
-def test_data_download_arguments(world, capsys, argv):
-    assert drive(data.main, argv, world, capsys) == 2
+def test_data_download_arguments(world, capsys, argv, flag):
+    assert drive(data.main, Case(argv, {}, "usage", flag), world, capsys) == 2
 
 
-@pytest.mark.parametrize("argv", [
-    ["--only", "foo"], ["--only", ""], ["--only", "e2e,nothing"], ["--torch-threads", "0"],
-    ["--torch-threads", "-1"], ["--torch-threads", "abc"], ["--out", "/proc/nope"], ["--out", "{file}"],
-    ["--epochs-data", "fake"], ["--child-batches", "0"], ["--quick", "--torch-threads", "nan"],
+@pytest.mark.parametrize("argv,flag", [
+    (["--only", "foo"], "--only"), (["--only", ""], "--only"), (["--only", "e2e,nothing"], "--only"),
+    (["--torch-threads", "0"], "--torch-threads"), (["--torch-threads", "-1"], "--torch-threads"),
+    (["--torch-threads", "abc"], "--torch-threads"), (["--out", "/proc/nope"], "--out"), (["--out", "{file}"], "--out"),
+    (["--epochs-data", "fake"], "--epochs-data"), (["--child-batches", "0"], "--child-batches"),
+    (["--quick", "--torch-threads", "nan"], "--torch-threads"),
 ])
-def test_benchmark_arguments(world, capsys, argv):
-    assert drive(bench.main, argv, world, capsys) == 2
+def test_benchmark_arguments(world, capsys, argv, flag):
+    assert drive(bench.main, Case(argv, {}, "usage", flag), world, capsys) == 2
 
 
 # -- --help ------------------------------------------------------------------------------------------
@@ -440,16 +649,17 @@ CHECKPOINT_DAMAGE = {
 def test_corrupt_checkpoints(world, tmp_path, capsys, monkeypatch, no_data, how):
     bad = tmp_path / "bad.npz"
     tamper(bad, Path(world["ck"]), how)
-    must, _ = CHECKPOINT_DAMAGE[how]
+    must, tools_too = CHECKPOINT_DAMAGE[how]
+    tools_must = (must,) if tools_too else ()
     fail_if_training_starts(monkeypatch)
     assert train.main(["--data-dir", world["data"], "--quiet", "--resume", str(bad), "--epochs", "2"]) == 1
     one_error_line(capsys, f"checkpoint {bad}", must)
     assert evaluate.main(["--checkpoint", str(bad), "--data-dir", world["data"]]) == 1
-    one_error_line(capsys, f"checkpoint {bad}")
+    one_error_line(capsys, f"checkpoint {bad}", *tools_must)
     assert trace.main(["--checkpoint", str(bad)]) == 1
-    one_error_line(capsys, f"checkpoint {bad}")
+    one_error_line(capsys, f"checkpoint {bad}", *tools_must)
     assert visualize.main(["--checkpoint", str(bad), "--out", str(tmp_path / "pics")]) == 1
-    one_error_line(capsys, f"checkpoint {bad}")
+    one_error_line(capsys, f"checkpoint {bad}", *tools_must)
     assert not (tmp_path / "pics").exists()
 
 

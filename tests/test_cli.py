@@ -373,7 +373,8 @@ def test_summary_arguments(world, capsys, case):
 
 
 # every layer but lenet and all (the whole network: seconds, valid all the same)
-GRADCHECK = {"--layer": Flag(("conv", "pool", "avgpool", "linear", "sigmoid", "relu", "flatten", "loss", "batchnorm"),
+GRADCHECK = {"--layer": Flag(("conv", "pool", "maxpool", "avgpool", "linear", "sigmoid", "relu", "flatten", "loss",
+                              "batchnorm"),
                              ("everything", "Linear", "")),
              "--seed": Flag(("0", "3", HUGE_SEED), ("-1", "nan", "")),
              "--max-elements": Flag(("1", "3"), ("0", "-2", "inf"))}

@@ -154,3 +154,34 @@ def test_readme_api_block_runs(tmp_path, monkeypatch, capsys):
     losses = [float(line.split()[1]) for line in capsys.readouterr().out.splitlines() if re.match(r"^\d ", line)]
     assert len(losses) == 3 and losses[2] < losses[0]
     assert max(namespace["errors"].values()) < 1e-6
+
+
+def test_batchnorm_staged_table_is_the_backward():
+    """The staged-backward table of batchnorm.md, its backward column run bottom-up (steps 1 to 9) on
+    one channel, gives the layer's dx, dgamma and dbeta."""
+    import numpy as np
+
+    from lenet_np import nn
+
+    text = (DOCS / "batchnorm.md").read_text(encoding="utf-8")
+    table = text.split("    forward                              backward, G = dL/dy\n", 1)[1].split("\n\n", 1)[0]
+    column = [line[41:].split("  (")[0].strip() for line in table.splitlines()]
+    steps = [re.sub(r"^\d+\s+", "", s).replace("^2", " ** 2") for s in reversed(column) if s]
+    statements = [part.strip() for s in steps for part in s.split(",  ")]
+    assert len(statements) == 12 and statements[-1].startswith("dx ")
+
+    rng = np.random.default_rng(0)
+    x, G, gamma, eps = rng.standard_normal(20) * 3 + 2, rng.standard_normal(20), 1.5, 1e-5
+    m = x.size
+    mu = x.sum() / m
+    xc = x - mu
+    std = np.sqrt((xc ** 2).sum() / m + eps)
+    scope = {"sum": np.sum, "G": G, "gamma": gamma, "m": m, "xc": xc, "std": std, "inv_std": 1 / std,
+             "xhat": xc / std}
+    for statement in statements:
+        exec(statement, scope)
+    bn = nn.BatchNorm1d(1, eps=eps, dtype=np.float64)
+    bn.weight.data[...] = gamma
+    bn(x.reshape(-1, 1))
+    np.testing.assert_allclose(scope["dx"], bn.backward(G.reshape(-1, 1)).ravel(), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose([scope["dgamma"], scope["dbeta"]], [bn.weight.grad[0], bn.bias.grad[0]], rtol=1e-12)

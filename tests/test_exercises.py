@@ -72,6 +72,22 @@ def test_untouched_skeleton_is_not_implemented_and_fails(tmp_path, capsys):
     assert "0 of 8 layers pass; next: linear.py" in out
 
 
+def test_check_goes_in_the_order_of_the_book(tmp_path, capsys):
+    """check lists the layers, and names the next one to do, in the order of the docs and the README:
+    the pooling layers before the convolutions."""
+    book = ["linear", "sigmoid", "relu", "softmax_cross_entropy", "avgpool", "maxpool", "conv_naive", "conv_im2col"]
+    assert list(ORDER) == list(EXERCISES) == book
+    text = (ROOT / "docs" / "exercises.md").read_text()
+    assert sorted(book, key=lambda name: text.index(f"`{name}`")) == book
+    run(capsys, "new", tmp_path)
+    for name in book[:4]:
+        (tmp_path / f"{name}.py").unlink()
+        write_layer(tmp_path, name)
+    status, out, _ = run(capsys, "check", tmp_path)
+    assert list(layer_lines(out)) == book and "4 of 8 layers pass; next: avgpool.py" in out
+    assert f"\n    {ORDER[4]}.py\n    {ORDER[5]}.py\n    {ORDER[6]}.py" in (tmp_path / "README.md").read_text()
+
+
 def test_solutions_pass(tmp_path, capsys):
     assert run(capsys, "solutions", tmp_path / "sol")[0] == 0
     status, out, err = run(capsys, "check", tmp_path / "sol")
@@ -150,7 +166,7 @@ MISTAKES = {
     "loss without 1/N": ("softmax_cross_entropy", "return grad / n", "return grad", "dlogits",
                          "MEAN over the batch: divide by N"),
     # = where += belongs
-    "col2im =": ("conv_im2col", "m:m + stride * ow:stride] +=", "m:m + stride * ow:stride] =", "dx",
+    "col2im =": ("conv_im2col", "j:j + stride * ow:stride] +=", "j:j + stride * ow:stride] =", "dx",
                  "= where += belongs"),
     "maxpool = on overlapping windows": ("maxpool", "dx_pad[every_n, every_c, row, col] += grad_out",
                                          "dx_pad[every_n, every_c, row, col] = grad_out", "dx", "= where += belongs"),
@@ -170,6 +186,29 @@ MISTAKES = {
                             'np.einsum("no,nckl->ockl", g, window[:, :, ::-1, ::-1])', "dW", "flipped kernel"),
     "avgpool without 1/K^2": ("avgpool", "share = grad_out[:, :, i, j] / (k * k)", "share = grad_out[:, :, i, j]",
                               "dx", "K*K = 4 times too large"),
+    "im2col db mean": ("conv_im2col", "self.bias.grad += g.sum(axis=0)", "self.bias.grad += g.mean(axis=0)", "db",
+                       "db is the mean over the batch and the positions where the sum belongs"),
+    # the conv mistakes that are not = for +=, although no pixel of the first case is in one window only
+    "im2col dx flipped kernel": ("conv_im2col", "dcols = g @ w.reshape(o, -1)",
+                                 "dcols = g @ w[:, :, ::-1, ::-1].reshape(o, -1)", "dx", "dx uses the flipped kernel"),
+    "naive dx flipped kernel": ("conv_naive", 'np.einsum("no,ockl->nckl", g, w)',
+                                'np.einsum("no,ockl->nckl", g, w[:, :, ::-1, ::-1])', "dx",
+                                "dx uses the flipped kernel"),
+    "im2col grad_out reshaped without moving O last": ("conv_im2col",
+                                                       "g = grad_out.transpose(0, 2, 3, 1).reshape(-1, o)",
+                                                       "g = grad_out.reshape(-1, o)", "dx", "without moving O last"),
+    # the padding cut off the end only, or off the start only
+    "im2col padding cut on the wrong side": ("conv_im2col", "return dx_pad[:, :, p:p + h, p:p + wd]",
+                                             "return dx_pad[:, :, :h, :wd]", "dx", "cut on the wrong side"),
+    "naive padding cut on the wrong side": ("conv_naive", "return dx_pad[:, :, p:p + h, p:p + wd]",
+                                            "return dx_pad[:, :, 2 * p:, 2 * p:]", "dx", "cut on the wrong side"),
+    "maxpool padding cut on the wrong side": ("maxpool", "return dx_pad[:, :, p:p + h, p:p + w]",
+                                              "return dx_pad[:, :, :h, :w]", "dx", "cut on the wrong side"),
+    "avgpool padding cut on the wrong side": ("avgpool", "return dx_pad[:, :, p:p + h, p:p + w]",
+                                              "return dx_pad[:, :, 2 * p:, 2 * p:]", "dx", "cut on the wrong side"),
+    # a trap's own explanation: dx wrong only at x == 0, in a way no listed mistake gives
+    "relu half at 0": ("relu", "return grad_out * (x > 0)", "return grad_out * (x > 0) + grad_out * (x == 0) / 2", "dx",
+                       "dx fails this trap: at x == 0 the gradient is 0"),
 }
 
 
@@ -182,10 +221,26 @@ def test_a_wrong_backward_gets_a_hint_naming_its_mistake(mistake, tmp_path, caps
     (line, *hints) = layer_lines(out)[name]
     assert "FAIL" in line and f"{tensor}" in line.split("FAIL", 1)[1].split(":")[0], line
     assert any(words in h for h in hints), (words, hints)
+    # the other rules stay silent: each speaks only where its premise holds
+    if "= where += belongs" not in words:
+        assert not any("= where += belongs" in h for h in hints), hints
+    assert not any("returns zeros" in h for h in hints), hints
+    assert len(set(hints)) == len(hints), hints
+
+
+def test_each_hint_names_its_gradient_and_a_trap_speaks_only_when_the_rest_pass(tmp_path, capsys):
+    """grad_out.reshape(-1, O) without moving O last breaks dx, dW and db: one hint each, naming its
+    tensor; the non-square trap's explanation stays silent, since the ordinary cases fail too."""
+    write_layer(tmp_path, "conv_im2col", "g = grad_out.transpose(0, 2, 3, 1).reshape(-1, o)",
+                "g = grad_out.reshape(-1, o)")
+    line, *hints = layer_lines(run(capsys, "check", tmp_path, "--layer", "conv_im2col")[1])["conv_im2col"]
+    assert "dx, dW, db:" in line
+    assert [h.split(":")[1].strip() for h in hints] == ["dx", "dW", "db"], hints
+    assert all("without moving O last" in h for h in hints) and "swapped axes" not in "".join(hints)
 
 
 def test_a_col2im_with_eq_fails_its_adjoint_check(tmp_path, capsys):
-    write_layer(tmp_path, "conv_im2col", "m:m + stride * ow:stride] +=", "m:m + stride * ow:stride] =")
+    write_layer(tmp_path, "conv_im2col", "j:j + stride * ow:stride] +=", "j:j + stride * ow:stride] =")
     out = run(capsys, "check", tmp_path, "--layer", "conv_im2col")[1]
     hint = [h for h in layer_lines(out)["conv_im2col"] if "col2im is the adjoint" in h]
     assert hint and "<im2col(x), c> = " in hint[0] and "= where += belongs" in hint[0], out

@@ -129,6 +129,17 @@ def test_gradcheck_cli_whole_lenet_one_variant():
     assert all(r["ok"] for r in rows), [(r["tensor"], r["float64"]) for r in rows]
 
 
+def test_gradcheck_cli_max_elements_caps_the_whole_lenet_and_maxpool_is_pool(capsys):
+    """--max-elements 3 checks 3 elements per tensor of the whole LeNet too (25 is its ceiling); the
+    header explains its stopping threshold by the pass mark; --layer maxpool is the pool check."""
+    for m, want in ((3, 3), (200, 25), (None, 25)):
+        assert {c.max_elements for c in gc.make_checks(0, m) if c.layer == "lenet"} == {want}
+    assert gc.main(["--layer", "maxpool", "--max-elements", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "conv.2 MaxPool2d(2, 2)" in out and "3/6912" in out and "Linear" not in out
+    assert "below 2e-07. That is a fifth of the pass mark: a float64\nerror must stay below 1e-06." in out
+
+
 def test_gradcheck_steps_with_one_step_is_gradcheck():
     rng = np.random.default_rng(0)
     layer = nn.Conv2d(2, 3, 3, rng=rng).double()

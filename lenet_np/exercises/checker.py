@@ -286,7 +286,8 @@ def diagnose(ex: Exercise, name: str, got, want, case: Case, per_example=None) -
             return (f"{name} has shape {_shape(got.shape)}, expected {_shape(want.shape)}: it still has the batch "
                     "axis; sum over the batch", 2)
         grow = np.subtract(got.shape, want.shape) if got.ndim == want.ndim == 4 else None
-        if grow is not None and not grow[:2].any() and grow[2] == grow[3] > 0 and grow[2] % 2 == 0:
+        if (grow is not None and not grow[:2].any() and grow[2] == grow[3] > 0
+                and grow[2] == 2 * case.config.get("padding", 0)):
             return (f"{name} has shape {_shape(got.shape)}, expected {_shape(want.shape)}: the padding is still on; "
                     f"cut the padding ({grow[2] // 2}) off each side", 2)
         if got.size == want.size:
@@ -296,9 +297,6 @@ def diagnose(ex: Exercise, name: str, got, want, case: Case, per_example=None) -
     if not np.all(np.isfinite(got)):
         return (f"{name} holds NaN or inf (overflow? exp of a large number: use what the forward cached)"
                 + (f"; {case.hint}" if case.hint else ""), 2)
-    if np.abs(got).max() == 0:
-        what = f"nothing was added into {grad_of}" if grad_of else "it returns zeros"
-        return f"{name} is all zeros: {what}", 2
     candidates = [(f"{name} has the wrong sign", -want)]
     if want.ndim >= 2:
         flat = want.reshape(want.shape[0], -1)
@@ -321,12 +319,21 @@ def diagnose(ex: Exercise, name: str, got, want, case: Case, per_example=None) -
                                "(or a loop over the batch has = where += belongs)", per_example[-1]))
     if ex.mistakes is not None:
         candidates += [(hint, arr) for tensor, hint, arr in ex.mistakes(case, want) if tensor == name]
-    for hint, arr in candidates:
-        if arr is not None and close(got, arr):
+    for hint, arr in candidates:            # a mistake speaks only where it changes the gradient
+        if arr is not None and np.shape(arr) == want.shape and not close(arr, want) and close(got, arr):
             return hint, 2
-    if case.coverage is not None and name == ex.dx and case.coverage.max() > 1:
+    if np.abs(got).max() == 0:
+        if grad_of:
+            return f"{name} is all zeros: nothing was added into {grad_of}", 2
+        return f"{name} is all zeros on this case, lenet_np's is not", 0
+    # = for +=: right at every pixel inside exactly one window, wrong only where windows overlap.
+    # It needs pixels of both kinds, and a gradient that is not zero at the single ones.
+    if case.coverage is not None and name == ex.dx:
+        single = np.broadcast_to(case.coverage == 1, want.shape)
         shared = np.broadcast_to(case.coverage > 1, want.shape)
-        if close(got[~shared], want[~shared]):
+        if (single.any() and shared.any() and np.abs(want[single]).max() > 0
+                and close(got[single], want[single]) and not close(got[shared], want[shared])
+                and close(got[~single & ~shared], want[~single & ~shared])):
             note = (" (a fancy-index += keeps only one of repeated indices: loop over the windows, or use np.add.at)"
                     if ex.name == "maxpool" else "")
             return (f"{name} is right at pixels inside one window and wrong where windows overlap: = where += "
@@ -335,7 +342,7 @@ def diagnose(ex: Exercise, name: str, got, want, case: Case, per_example=None) -
     if ratio and want.size > 1 and close(got, ratio * want):
         return f"{name} is off by a factor {ratio:.4g}", 2
     if case.hint:
-        return case.hint, 1
+        return f"{name} fails this trap: {case.hint}", 1
     i = np.unravel_index(np.argmax(np.abs(got - want)), want.shape)
     return (f"{name} differs most at index {tuple(int(k) for k in i)}: yours {got[i]:.6g}, "
             f"lenet_np's {want[i]:.6g}"), 0
@@ -503,6 +510,12 @@ def check(ex: Exercise, module, examples: int = 15) -> Result:
     if ex.extra is not None:
         stats["traps"] += 1
         failures += ex.extra(module)
+    # a trap's own explanation holds only when the ordinary cases pass: a tensor that fails them
+    # too has a mistake the trap is not about
+    ordinary = {f.tensor for f in failures if not f.stage.startswith("trap: ")}
+    for f in failures:
+        if f.rank == 1 and f.stage.startswith("trap: ") and f.tensor in ordinary:
+            f.rank = 0
     return Result("FAIL" if failures else "pass", failures=failures, stats=stats)
 
 

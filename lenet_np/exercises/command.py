@@ -20,7 +20,7 @@ from .layers import EXERCISES
 SOURCES = Path(__file__).resolve().parent / "solutions"
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
 PROG = "python -m lenet_np.exercises"
-ORDER = ("linear", "sigmoid", "relu", "softmax_cross_entropy", "avgpool", "maxpool", "conv_naive", "conv_im2col")
+ORDER = tuple(EXERCISES)
 
 
 def source(name: str) -> str:

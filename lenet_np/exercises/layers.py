@@ -198,6 +198,33 @@ def conv_reference(case):
     return layer
 
 
+def cut_on_the_wrong_side(case, layer, fill=0.0):
+    """What dx is when the padded gradient dL/dx_pad is cut on the wrong side: the first H rows
+    and W columns, or the last. ``layer`` is lenet_np's layer with padding 0, run on x_pad
+    (padded with ``fill``): its dx is dL/dx_pad. Empty without padding."""
+    p = case.config["padding"]
+    if p == 0:
+        return []
+    x_pad = np.pad(case.x, ((0, 0), (0, 0), (p, p), (p, p)), constant_values=fill)
+    layer(x_pad)
+    dx_pad = np.asarray(layer.backward(case.grad))
+    h, w = case.x.shape[2:]
+    hint = (f"dx is dL/dx_pad cut on the wrong side: x_pad has the padding ({p}) on EACH side, so dL/dx is "
+            f"dx_pad[:, :, {p}:{p} + H, {p}:{p} + W]")
+    return [("dx", hint, dx_pad[:, :, :h, :w]), ("dx", hint, dx_pad[:, :, 2 * p:, 2 * p:])]
+
+
+def conv_run(case, weight=None, grad=None):
+    """lenet_np's (dx, dW, db) for a conv case, with another weight or grad_out if given."""
+    changed = Case(case.label, case.x, case.grad if grad is None else grad,
+                   {**case.params, **({} if weight is None else {"weight": np.ascontiguousarray(weight)})},
+                   case.config)
+    layer = conv_reference(changed)
+    layer(changed.x)
+    dx = layer.backward(changed.grad)
+    return {"dx": np.asarray(dx), "dW": np.asarray(layer.weight.grad), "db": np.asarray(layer.bias.grad)}
+
+
 def conv_mistakes(case, want):
     if "weight" not in case.params:             # col2im checked alone
         return []
@@ -205,8 +232,13 @@ def conv_mistakes(case, want):
     s, p = case.config["stride"], case.config["padding"]
     o, c, kh, kw = w.shape
     x_pad = np.pad(case.x, ((0, 0), (0, 0), (p, p), (p, p)))
-    _, _, oh, ow = case.grad.shape
+    n, _, oh, ow = case.grad.shape
     i, j = oh - 1, ow - 1
+    flipped = conv_run(case, weight=w[:, :, ::-1, ::-1])["dx"]
+    # grad_out (N, O, OH, OW).reshape(-1, O) without moving O last: the right layout of this G
+    scrambled = conv_run(case, grad=case.grad.reshape(n, oh, ow, o).transpose(0, 3, 1, 2))
+    same = nn.Conv2d(c, o, (kh, kw), stride=s, padding=0, dtype=np.float64)
+    same.weight.data, same.bias.data = w.copy(), case.params["bias"].copy()
     last = x_pad[:, :, i * s:i * s + kh, j * s:j * s + kw]
     found = [("dW", "dW is the gradient of the flipped kernel: this layer is a cross-correlation, nothing is "
                     "flipped", want[..., ::-1, ::-1] if want.ndim == 4 else None),
@@ -215,7 +247,19 @@ def conv_mistakes(case, want):
              ("db", "db holds only the last output position's share: sum over the batch AND the positions",
               case.grad[:, :, i, j].sum(axis=0)),
              ("db", "db is summed over the positions but not over the batch: sum over axes (0, 2, 3)",
-              case.grad[0].sum(axis=(1, 2)))]
+              case.grad[0].sum(axis=(1, 2))),
+             ("dx", "dx uses the flipped kernel: each window's share is sum over o of grad_out[:, o, r, c] * "
+                    "weight[o] as it is (the rotated kernel belongs only to dL/dx written as one full convolution)",
+              flipped),
+             *cut_on_the_wrong_side(case, same)]
+    for name in ("dx", "dW", "db"):
+        found.append((name, f"{name}: grad_out was reshaped to (N*OH*OW, O) without moving O last; its rows "
+                            "must be the positions (n, r, c) and its columns the O channels: "
+                            "grad_out.transpose(0, 2, 3, 1).reshape(-1, O)", scrambled[name]))
+    for name in ("dW", "db"):
+        found.append((name, f"{name} is the mean over the batch and the positions where the sum belongs: it is "
+                            f"1/(N*OH*OW) = 1/{n * oh * ow} of the sum (the 1/N of the mean loss is already in "
+                            "grad_out)", want / (n * oh * ow) if oh * ow > 1 else None))
     if o == c and want.ndim == 4:
         found.append(("dW", "dW is off by a transpose: the output channels O and the input channels C are "
                             "swapped", want.transpose(1, 0, 2, 3)))
@@ -318,6 +362,11 @@ def pool_student(cls, case):
     return cls(case.config["kernel_size"], stride=case.config["stride"], padding=case.config["padding"])
 
 
+def pool_padded(cls, case):
+    """lenet_np's pooling layer of the case without padding (it runs on x_pad)."""
+    return cls(case.config["kernel_size"], case.config["stride"], 0)
+
+
 def tie_rules(case, want):
     """What three wrong rules for ties give: every maximum, an equal split, the last maximum."""
     k, s, p = case.config["kernel_size"], case.config["stride"], case.config["padding"]
@@ -366,7 +415,8 @@ MAXPOOL = Exercise(
                   hint="with H != W, rows and columns must not be swapped; an odd H leaves its last row out"),
         float32(pool_case(rng, (2, 2, 4, 4), 2)),
     ],
-    mistakes=lambda case, want: tie_rules(case, want) if case.trap == "ties" else [])
+    mistakes=lambda case, want: [*(tie_rules(case, want) if case.trap == "ties" else []),
+                                 *cut_on_the_wrong_side(case, pool_padded(nn.MaxPool2d, case), -np.inf)])
 
 
 AVGPOOL = Exercise(
@@ -388,7 +438,9 @@ AVGPOOL = Exercise(
     ],
     mistakes=lambda case, want: [
         ("dx", f"dx is K*K = {case.config['kernel_size'] ** 2} times too large: each pixel of a window gets "
-               "grad / (K*K)", want * case.config["kernel_size"] ** 2)])
+               "grad / (K*K)", want * case.config["kernel_size"] ** 2),
+        *cut_on_the_wrong_side(case, pool_padded(nn.AvgPool2d, case))])
 
 
-EXERCISES = {ex.name: ex for ex in (LINEAR, SIGMOID, RELU, SOFTMAX_CE, CONV_NAIVE, CONV_IM2COL, MAXPOOL, AVGPOOL)}
+EXERCISES = {ex.name: ex for ex in (LINEAR, SIGMOID, RELU, SOFTMAX_CE, AVGPOOL, MAXPOOL, CONV_NAIVE, CONV_IM2COL)}
+"""The exercises in the order to do them (the order of the docs, of check and of the README that new writes)."""

@@ -4,28 +4,31 @@ Check it with:  python -m lenet_np.exercises check DIR --layer conv_im2col
 
 Shapes
     x       (N, C, H, W)          input; x_pad is x with `padding` zeros on each side
-    weight  (O, C, KH, KW)        O filters; as a matrix w_mat (O, C*KH*KW)
+    weight  (O, C, KH, KW)        O filters; as a matrix w_mat (O, C*KH*KW), the book's Wm
     bias    (O,)
-    cols    (N*OH*OW, C*KH*KW)    one row per window of x_pad, rows in (n, i, j) order
+    cols    (N*OH*OW, C*KH*KW)    one row per window of x_pad, rows in (n, r, c) order
     y       (N, O, OH, OW)        OH = (H + 2*padding - KH) // stride + 1, likewise OW
 
-The forward is one matrix product:  y_mat = cols @ w_mat.T + bias,  (N*OH*OW, O).
+As in the book, (r, c) is an output position (a window) and (i, j) an offset inside the kernel.
+Where this file differs from the book: cols is the TRANSPOSE of the book's Cm (C*KH*KW, N*OH*OW),
+one row per window instead of one column, so the forward is the book's Y = Wm @ Cm + b transposed:
+y_mat = cols @ w_mat.T + bias,  (N*OH*OW, O).
 """
 
 import numpy as np
 
 
 def im2col(x_pad, kh, kw, stride):
-    """(N, C, HP, WP) -> cols (N*OH*OW, C*KH*KW): row (n, i, j) is the window at output (i, j) of
+    """(N, C, HP, WP) -> cols (N*OH*OW, C*KH*KW): row (n, r, c) is the window at output (r, c) of
     image n, flattened in (channel, kernel row, kernel column) order, as weight.reshape(O, -1)."""
-    n, c, hp, wp = x_pad.shape
+    n, ch, hp, wp = x_pad.shape
     oh, ow = (hp - kh) // stride + 1, (wp - kw) // stride + 1
-    cols = np.empty((n, oh, ow, c, kh, kw), dtype=x_pad.dtype)
-    for k in range(kh):                  # kernel offset (k, m): one strided slice per offset
-        for m in range(kw):
-            patch = x_pad[:, :, k:k + stride * oh:stride, m:m + stride * ow:stride]   # (N, C, OH, OW)
-            cols[:, :, :, :, k, m] = patch.transpose(0, 2, 3, 1)
-    return cols.reshape(n * oh * ow, c * kh * kw)
+    cols = np.empty((n, oh, ow, ch, kh, kw), dtype=x_pad.dtype)
+    for i in range(kh):                  # kernel offset (i, j): one strided slice per offset
+        for j in range(kw):
+            patch = x_pad[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]   # (N, C, OH, OW)
+            cols[:, :, :, :, i, j] = patch.transpose(0, 2, 3, 1)
+    return cols.reshape(n * oh * ow, ch * kh * kw)
 
 
 def col2im(cols, x_pad_shape, kh, kw, stride):
@@ -35,15 +38,15 @@ def col2im(cols, x_pad_shape, kh, kw, stride):
     Check: for any x and c, (im2col(x) * c).sum() == (x * col2im(c)).sum().
     """
     # BEGIN SOLUTION
-    n, c, hp, wp = x_pad_shape
+    n, ch, hp, wp = x_pad_shape
     oh, ow = (hp - kh) // stride + 1, (wp - kw) // stride + 1
-    cols = cols.reshape(n, oh, ow, c, kh, kw)
+    cols = cols.reshape(n, oh, ow, ch, kh, kw)
     x_pad = np.zeros(x_pad_shape, dtype=cols.dtype)
-    for k in range(kh):                  # the same slices as im2col, written back
-        for m in range(kw):
-            # += : with overlapping windows, the offsets (k, m) of different windows
+    for i in range(kh):                  # the same slices as im2col, written back
+        for j in range(kw):
+            # += : with overlapping windows, the offsets (i, j) of different windows
             # land on the same pixel, and each adds its share
-            x_pad[:, :, k:k + stride * oh:stride, m:m + stride * ow:stride] += cols[:, :, :, :, k, m].transpose(
+            x_pad[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride] += cols[:, :, :, :, i, j].transpose(
                 0, 3, 1, 2)
     return x_pad
     # END SOLUTION
@@ -80,7 +83,7 @@ class Conv2d:
     def backward(self, grad_out):
         """grad_out = dL/dy, shape (N, O, OH, OW). With x_shape, x_pad_shape, cols = self.cache:
 
-            g          = grad_out laid out as y_mat: (N*OH*OW, O), rows in (n, i, j) order
+            g          = grad_out laid out as y_mat: (N*OH*OW, O), rows in (n, r, c) order
             dL/dw_mat  = g.T @ cols              (O, C*KH*KW)   reshape to (O, C, KH, KW) and
                                                                 add into self.weight.grad
             dL/dbias   = g summed over its rows  (O,)           add into self.bias.grad

@@ -11,6 +11,8 @@ Shapes
 The input is padded with zeros (padding on each side), then for every output position (i, j)
 the window  x_pad[:, :, i*stride : i*stride + KH, j*stride : j*stride + KW]  (N, C, KH, KW)
 is multiplied with each filter and summed (a cross-correlation, as in torch).
+Where this file differs from the book: (i, j) here is an output position, which the book
+writes (r, c), keeping (i, j) for the offsets inside the kernel (here (k, l)).
 """
 
 import numpy as np

@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LIGHT  := $(VENV)/.installed-light
 RUNS   := runs
 
-.PHONY: help test test-numerics-low lint train data bench gpu-check figures notebooks clean
+.PHONY: help light test test-numerics-low lint train data bench gpu-check figures notebooks clean
 
 help:
 	@echo "make train      set up, fetch Fashion-MNIST, train the book's LeNet (5 epochs)"
@@ -17,6 +18,7 @@ help:
 	@echo "make gpu-check  GPU tests and benchmarks on a CUDA machine"
 	@echo "make figures    draw the book's figures from the code (docs/figures/)"
 	@echo "make notebooks  turn every page of the book into a Jupyter notebook (notebooks/)"
+	@echo "make light      a light set-up for reading, figures, notebooks and the exercises (no torch, no CuPy)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +31,14 @@ $(STAMP): setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test,progress]'
 	$(BIN)/python -c 'import cupy' 2>/dev/null || $(BIN)/python -m pip install -q 'cupy-cuda13x>=14'
 	touch $@
+
+# The light set-up: the package with the docs and exercises extras (matplotlib, SciPy, Jupyter's
+# converters, Hypothesis), no torch and no CuPy; figures and notebooks need nothing more.
+$(LIGHT): setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[docs,exercises,progress]'
+	touch $@
+
+light: $(LIGHT)
 
 data: $(STAMP)
 	@if $(BIN)/python -m lenet_np.data >/dev/null 2>&1; then \
@@ -60,10 +70,10 @@ V2_LEVEL := NPY_DISABLE_CPU_FEATURES="X86_V3 X86_V4 AVX512_ICL AVX512_SPR" OPENB
 test-numerics-low: $(STAMP)
 	@if grep -qw avx512f /proc/cpuinfo; then \
 	  echo "numerics tests at the AVX2 level (this CPU has AVX-512)"; \
-	  $(AVX2_LEVEL) $(BIN)/python -m pytest -q -m numerics; \
+	  $(AVX2_LEVEL) HYPOTHESIS_PROFILE=numerics-low $(BIN)/python -m pytest -q -m numerics; \
 	elif grep -qw avx2 /proc/cpuinfo; then \
 	  echo "numerics tests at the x86-64-v2 level (this CPU has AVX2)"; \
-	  $(V2_LEVEL) $(BIN)/python -m pytest -q -m numerics; \
+	  $(V2_LEVEL) HYPOTHESIS_PROFILE=numerics-low $(BIN)/python -m pytest -q -m numerics; \
 	else \
 	  echo "numerics tests: no SIMD level below this CPU's to emulate"; \
 	fi
@@ -77,10 +87,10 @@ train: $(STAMP) data
 bench: $(STAMP) data
 	$(BIN)/python -m benchmarks.run
 
-figures: $(STAMP)
+figures: $(LIGHT)
 	$(BIN)/python docs/figures.py docs/figures
 
-notebooks: $(STAMP)
+notebooks: $(LIGHT)
 	$(BIN)/python docs/notebooks.py notebooks
 
 # On the lent GPU machine (CuPy, torch, pytest, hypothesis preinstalled, no network):

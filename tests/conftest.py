@@ -21,6 +21,10 @@ from . import cupy_standin
 settings.register_profile("ci", derandomize=True, deadline=None, max_examples=25, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("dev", deadline=None, max_examples=100)
+# make test-numerics-low: the same derandomised examples, fewer of them (the second pass checks
+# the bounds at another rounding, not more shapes), so make test stays within its time
+settings.register_profile("numerics-low", derandomize=True, deadline=None, max_examples=8, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 REAL_GPU = backend.cupy_available()

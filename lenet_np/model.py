@@ -58,12 +58,9 @@ POOLS = {"max": MaxPool2d, "avg": AvgPool2d}
 BOOK_SGD = {"epochs": 10, "batch_size": 128, "lr": 0.1, "optimizer": "sgd"}
 VARIANTS = {
     "classic": {"activation": "sigmoid", "pool": "max",
-                "recipe": {"epochs": 5, "batch_size": 256, "lr": 0.001, "optimizer": "adam"},
-                "about": "the book's PyTorch edition: sigmoid, max pooling, Adam"},
-    "d2l": {"activation": "sigmoid", "pool": "avg", "recipe": BOOK_SGD,
-            "about": "today's d2l.ai: padding 2, average pooling, 400 features, SGD"},
-    "batchnorm": {"activation": "sigmoid", "pool": "avg", "recipe": BOOK_SGD,
-                  "about": "d2l.ai's LeNet with batch normalization, SGD"},
+                "recipe": {"epochs": 5, "batch_size": 256, "lr": 0.001, "optimizer": "adam"}},
+    "d2l": {"activation": "sigmoid", "pool": "avg", "recipe": BOOK_SGD},
+    "batchnorm": {"activation": "sigmoid", "pool": "avg", "recipe": BOOK_SGD},
 }
 # Earlier names that still load (checkpoints and commands written with them keep working).
 VARIANT_ALIASES = {"seed": "classic"}

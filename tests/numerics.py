@@ -34,8 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 EPS32 = float(np.finfo(np.float32).eps)       # 2**-23: the spacing of float32 numbers at 1
-EPS64 = float(np.finfo(np.float64).eps)
-U32, U64 = EPS32 / 2, EPS64 / 2                # unit roundoff: the largest relative rounding error
+U32 = EPS32 / 2                               # unit roundoff: the largest relative rounding error
 SAFETY = 8.0
 ROUND = 4.0
 TRIALS = 3

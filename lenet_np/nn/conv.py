@@ -31,7 +31,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .checks import check_grad, check_impl, check_input, check_spatial, pair
-from .fast import Fast
+from .fast import Fast, run_forward
 from .fast import conv as fast
 from .im2col import col2im, conv_output_size, im2col
 from .init import make_rng, uniform_fan_in
@@ -71,9 +71,7 @@ class Conv2d(Module):
         self._check(x)
         path = self.path_for(x)
         if path != "reference":                                         # nn/fast/conv.py
-            y, saved = fast.FORMS[path].forward(self, x)
-            self.save_for_backward(Fast(fast.FORMS[path], saved))
-            return y
+            return run_forward(self, fast.FORMS[path], x)
         n, (kh, kw), (sh, sw), (ph, pw) = x.shape[0], self.kernel_size, self.stride, self.padding
         _, o, oh, ow = self._output_shape(x.shape)
         cols = im2col(x, kh, kw, sh, sw, ph, pw)                        # (N, C, KH, KW, OH, OW) view

@@ -9,7 +9,7 @@ A layer is a Module with two methods side by side:
                                          returns dL/dx
 
 What forward saves is one named record (a NamedTuple per layer, e.g. Sigmoid's
-``Saved(y)``), None until forward runs; ``saved()`` is the one guard: a backward
+``Output(y)``), None until forward runs; ``saved()`` is the one guard: a backward
 before any forward is a RuntimeError naming the layer.
 
 ``backward(grad_y, input_grad=False)`` tells a layer that nobody needs dL/dx

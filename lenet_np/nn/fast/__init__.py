@@ -11,8 +11,8 @@ form is tested against the plain version on NumPy and on the CuPy stand-in:
                                             (as the plain backward does), returns dL/dx
                                             (None with input_grad=False)
 
-The layer keeps ``Fast(form, saved)`` as its saved record, so its backward runs the same
-form as its forward did.
+``run_forward(layer, form, x)`` runs a form's forward and keeps ``Fast(form, saved)`` as the
+layer's saved record, so its backward runs the same form as its forward did.
 
 conv.py       Conv2d: "strided", "wide" and "band" (one product on image row bands),
               and "auto"'s choice per backend and shape; band buffers reused
@@ -37,3 +37,10 @@ class Form(NamedTuple):
     name: str
     forward: object       # (layer, x) -> (y, saved)
     backward: object      # (layer, saved, grad_out, input_grad) -> dx or None
+
+
+def run_forward(layer, form, x):
+    """``form``'s forward of ``layer`` on x; the layer saves ``Fast(form, saved)``."""
+    y, saved = form.forward(layer, x)
+    layer.save_for_backward(Fast(form, saved))
+    return y

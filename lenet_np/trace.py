@@ -28,8 +28,8 @@ import sys
 import numpy as np
 
 from . import backend, checkpoint, cli
+from .backprop import backprop
 from .model import ACTIVATIONS, POOLS, VARIANT_ALIASES, VARIANTS, LeNet, resolve_variant
-from .nn import CrossEntropyLoss
 from .parallel import uses_batch_statistics
 
 try:
@@ -134,21 +134,19 @@ def trace(net: LeNet, x, y, loss_fn=None) -> list[dict]:
     ("loss") is dL/dlogits. The parameters' ``.grad`` are left filled, as after
     ``net.backward``.
     """
-    loss_fn = loss_fn or CrossEntropyLoss()
+    bp = backprop(net, x, y, loss_fn)                            # the book's order, Flatten included
     records = [dict(phase="forward", name="input", type="", **_stats(x))]
-    net.zero_grad()
-    out = x
-    for name, layer, out in net.walk(x):                         # the book's order, Flatten included
-        records.append(dict(phase="forward", name=name, type=type(layer).__name__, **_stats(out)))
-    loss = float(loss_fn.forward(out, y))
-    records.append(dict(phase="loss", name="loss", type=type(loss_fn).__name__, value=loss))
-
-    grad = loss_fn.backward()                                    # dL/dlogits = (softmax - onehot) / N
-    records.append(dict(phase="backward", name="loss", type=type(loss_fn).__name__, params={}, **_grad(grad)))
-    for name, layer in reversed(net.named_layers()):
-        grad = layer.backward(grad)
-        params = {f"{name}.{pname}": _grad(p.grad) for pname, p in layer.named_parameters()}
-        records.append(dict(phase="backward", name=name, type=type(layer).__name__, params=params, **_grad(grad)))
+    records += [dict(phase="forward", name=p.name, type=type(p.layer).__name__, **_stats(p.output)) for p in bp.layers]
+    loss_type = type(loss_fn).__name__ if loss_fn is not None else "CrossEntropyLoss"
+    records.append(dict(phase="loss", name="loss", type=loss_type, value=bp.loss))
+    # dL/dlogits first, then what each layer's backward returned: dL/d(its input), which is
+    # dL/d(the previous layer's output), or dL/d(image) for the first layer
+    records.append(dict(phase="backward", name="loss", type=loss_type, params={}, **_grad(bp.layers[-1].grad)))
+    below = [p.grad for p in bp.layers[:-1]][::-1] + [bp.input_grad]
+    for p, grad_in in zip(reversed(bp.layers), below):
+        params = {f"{p.name}.{k}": _grad(g) for k, g in p.param_grads.items()}
+        records.append(dict(phase="backward", name=p.name, type=type(p.layer).__name__, params=params,
+                            **_grad(grad_in)))
     return records
 
 

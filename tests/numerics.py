@@ -263,3 +263,16 @@ def sum_bound(n_terms, abs_sum, u: float = U32):
     Numerical Algorithms, 3.1). For where the terms are few and known: a rigorous bound."""
     n = np.asarray(n_terms, dtype=np.float64)
     return n * u / (1 - n * u) * np.asarray(abs_sum, dtype=np.float64)
+
+
+# -- finite differences in float64 ----------------------------------------------------------------
+FD_TOL = 1e-6   # central differences in float64 agree to ~1e-8 or better; see docs/gradient-check.md
+
+
+def assert_gradcheck(module, x, **kw) -> dict:
+    """ln.gradcheck(module, x, **kw) checked something, and every relative error is below FD_TOL."""
+    from lenet_np import gradcheck
+    errors = gradcheck(module, x, **kw)
+    assert errors, "gradcheck checked nothing"
+    assert max(errors.values()) < FD_TOL, errors
+    return errors

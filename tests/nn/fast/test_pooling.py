@@ -1,10 +1,13 @@
-"""backward_through (nn/fast/pooling.py): an activation and the max pooling after it, back in one step.
+"""The fast max pooling (nn/fast/pooling.py): the offsets form against the reference, and
+backward_through, an activation and the max pooling after it, back in one step.
 
 Where it runs (the windows tile the input, training-mode forward on the CPU, no NaN), its
 result must equal the two separate backwards bit for bit, ties included; everywhere else it
 must decline (return None) so that the two steps run."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -17,7 +20,8 @@ from lenet_np.nn.fast import pooling as fast_pooling
 from lenet_np.nn.fast.pooling import backward_through
 from lenet_np.nn.module import chain_backward
 
-from .conftest import to_np
+from ...conftest import tie_free, to_np
+from ...numerics import sum_bound
 
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU}
 
@@ -213,3 +217,30 @@ def test_an_activation_that_overrides_backward_keeps_it():
     act, pool = HalfSigmoid(), nn.MaxPool2d(2)
     pool(act(z))
     np.testing.assert_array_equal(backward_through(pool, act, g), act.backward(pool.backward(g)))
+
+
+@pytest.mark.numerics   # run again at a lower SIMD level: make test-numerics-low
+@given(n=st.integers(1, 3), c=st.integers(1, 3), k=st.integers(1, 4), s=st.integers(1, 4),
+       h=st.integers(4, 11), ties=st.booleans(), seed=st.integers(0, 2**16), data=st.data())
+def test_maxpool_offsets_matches_reference(xp, n, c, k, s, h, ties, seed, data):
+    p = data.draw(st.integers(0, k // 2))
+    rng = np.random.default_rng(seed)
+    shape = (n, c, h, h + 2)
+    x = rng.integers(0, 2, shape).astype(np.float32) if ties else tie_free(rng, shape, dtype=np.float32)
+    x = xp.asarray(x)
+    ref, fast = nn.MaxPool2d(k, s, p, impl="reference"), nn.MaxPool2d(k, s, p, impl="offsets")
+    lazy = nn.MaxPool2d(k, s, p, impl="offsets").eval()   # eval: the winners found only in backward
+    y = ref(x)
+    np.testing.assert_array_equal(to_np(fast(x)), to_np(y))
+    np.testing.assert_array_equal(to_np(lazy(x)), to_np(y))
+    g = xp.asarray(rng.standard_normal(y.shape).astype(np.float32))
+    # same routing; overlapping windows may add their shares in another order: each pixel's
+    # gradient sums at most ceil(k/s)^2 shares, so the two differ by at most twice that sum's
+    # worst-case rounding (the shares' absolute values routed the same way give sum|terms|)
+    gx = to_np(fast.backward(g))
+    gx_ref = to_np(ref.backward(g))
+    ref(x)
+    abs_sum = to_np(ref.backward(xp.abs(g))).astype(np.float64)
+    bound = 2 * sum_bound(math.ceil(k / s) ** 2, abs_sum)
+    assert (np.abs(gx.astype(np.float64) - gx_ref) <= bound).all(), np.abs(gx - gx_ref).max()
+    np.testing.assert_array_equal(to_np(lazy.backward(g)), gx)

@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 
 from lenet_np import nn
 
-from .conftest import to_np
-from .numerics import sum_bound
+from ..conftest import to_np
+from ..numerics import sum_bound
 
 signal = pytest.importorskip("scipy.signal")
 

@@ -1,0 +1,74 @@
+"""im2col and col2im (lenet_np/nn/im2col.py): adjoint pairs, the output size."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lenet_np import backend
+from lenet_np.nn.im2col import col2im, conv_output_size, conv_transpose_wide, im2col, im2col_wide
+
+from ..conftest import to_np
+
+pytestmark = pytest.mark.numerics   # run again at a lower SIMD level: make test-numerics-low
+
+
+def col2im_wide(dcols, x_shape_cnhw, kh, kw, ph=0, pw=0):
+    """The adjoint of im2col_wide, written out: (C*KH*KW, N*OH*WP) -> (C, N, H, W), each
+    kernel offset's columns added back onto the flat padded images. conv_transpose_wide
+    must equal col2im_wide(Wm.T @ g)."""
+    xp = backend.get_array_module(dcols)
+    c, n, h, w = x_shape_cnhw
+    hp, wp = h + 2 * ph, w + 2 * pw
+    length = (hp - kh + 1) * wp
+    dcols = dcols.reshape(c, kh, kw, n, length)
+    flat = xp.zeros((c, n, hp * wp + kw - 1), dtype=dcols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            flat[:, :, i * wp + j:i * wp + j + length] += dcols[:, i, j]
+    return flat[:, :, :hp * wp].reshape(c, n, hp, wp)[:, :, ph:ph + h, pw:pw + w]
+
+
+@given(n=st.integers(1, 3), c=st.integers(1, 3), h=st.integers(1, 9), w=st.integers(1, 9),
+       k=st.integers(1, 4), s=st.integers(1, 3), p=st.integers(0, 2), seed=st.integers(0, 2**16))
+def test_col2im_is_the_adjoint_of_im2col(xp, n, c, h, w, k, s, p, seed):
+    if h + 2 * p < k or w + 2 * p < k:
+        return
+    rng = np.random.default_rng(seed)
+    x = xp.asarray(rng.standard_normal((n, c, h, w)))
+    cols = im2col(x, k, k, s, s, p, p)
+    assert cols.shape == (n, c, k, k, conv_output_size(h, k, s, p), conv_output_size(w, k, s, p))
+    r = xp.asarray(rng.standard_normal(cols.shape))
+    lhs = float((cols * r).sum())
+    rhs = float((x * col2im(r, x.shape, s, s, p, p)).sum())
+    assert lhs == pytest.approx(rhs, rel=1e-10, abs=1e-10)
+
+
+@given(n=st.integers(1, 3), c=st.integers(1, 3), o=st.integers(1, 4), h=st.integers(1, 9),
+       w=st.integers(1, 9), kh=st.integers(1, 4), kw=st.integers(1, 4), p=st.integers(0, 2),
+       seed=st.integers(0, 2**16))
+def test_wide_forms_adjoint_and_fused_transpose(xp, n, c, o, h, w, kh, kw, p, seed):
+    """The stride-1 "wide" im2col/col2im pair of the fast path is an adjoint pair too, and
+    conv_transpose_wide is col2im_wide(Wm.T @ g) without the columns in between."""
+    if h + 2 * p < kh or w + 2 * p < kw:
+        return
+    rng = np.random.default_rng(seed)
+    x = xp.asarray(rng.standard_normal((c, n, h, w)))
+    cols, (oh, ow, wp) = im2col_wide(x, kh, kw, p, p)
+    assert (oh, ow) == (conv_output_size(h, kh, 1, p), conv_output_size(w, kw, 1, p))
+    r = xp.asarray(rng.standard_normal(cols.shape))
+    back = col2im_wide(r, x.shape, kh, kw, p, p)
+    assert float((cols * r).sum()) == pytest.approx(float((x * back).sum()), rel=1e-10, abs=1e-10)
+    weight = xp.asarray(rng.standard_normal((o, c, kh, kw)))
+    g = xp.asarray(rng.standard_normal((o, cols.shape[1])))
+    two_step = col2im_wide(weight.reshape(o, -1).T @ g, x.shape, kh, kw, p, p)
+    np.testing.assert_allclose(to_np(conv_transpose_wide(weight, g, x.shape, p, p)), to_np(two_step),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_output_size_formula_of_the_seed():
+    # floor((n - k + p_total + s) / s) with p_total = 2 * p
+    for n, k, p, s in [(28, 5, 0, 1), (28, 5, 2, 1), (24, 2, 0, 2), (7, 3, 1, 2), (8, 3, 0, 3)]:
+        assert conv_output_size(n, k, s, p) == (n - k + 2 * p + s) // s

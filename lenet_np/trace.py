@@ -29,14 +29,9 @@ import numpy as np
 
 from . import backend, checkpoint, cli
 from .backprop import backprop
+from .data import CLASS_NAMES, DataError, find_data_dir, load_fashion_mnist
 from .model import ACTIVATIONS, POOLS, VARIANT_ALIASES, VARIANTS, LeNet, resolve_variant
 from .parallel import uses_batch_statistics
-
-try:
-    from .data import CLASS_NAMES
-except ImportError:   # lenet_np.data is optional for these tools
-    CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
-                   "Bag", "Ankle boot")
 
 
 class ToolError(RuntimeError):
@@ -74,12 +69,8 @@ def build_network(path=None, activation=None, pool=None, seed=0, variant=None) -
 def load_test_set(data_dir=None):
     """(images float32 (N, 1, 28, 28) in [0, 1], labels int64 (N,)) of the Fashion-MNIST
     test set, and where they come from; or (None, reason) when no ``data_dir`` was given and
-    no data set is found (or lenet_np.data is not there). A data set that is found but
-    damaged, or a ``data_dir`` without the data, raises ToolError."""
-    try:
-        from .data import DataError, find_data_dir, load_fashion_mnist
-    except ImportError as exc:
-        return None, f"lenet_np.data is not available ({exc})"
+    no data set is found. A data set that is found but damaged, or a ``data_dir`` without the
+    data, raises ToolError."""
     try:
         directory = find_data_dir(data_dir)
     except DataError as exc:

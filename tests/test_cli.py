@@ -419,7 +419,8 @@ def exercise_cases(draw):
     layers = draw(st.lists(st.sampled_from(sorted(exercises.EXERCISES)), min_size=1, max_size=3, unique=True))
     select = (["--layer", *layers] if draw(st.booleans()) else []) + ["--examples", draw(st.sampled_from("12"))]
     wrote = ("README.md", "linear.py")
-    ok = [(["new", d], Expect(0, "wrote 8 exercises", tuple(f"{d}/{f}" for f in wrote))) for d in ("{out}/ex", "{out}")]
+    ok = [(["new", d], Expect(0, f"wrote {len(exercises.EXERCISES)} exercises", tuple(f"{d}/{f}" for f in wrote)))
+          for d in ("{out}/ex", "{out}")]
     ok += [(["solutions", d], Expect(0, "wrote the solutions", tuple(f"{d}/{f}" for f in wrote)))
            for d in ("{out}/sol", "{out}")]
     ok += [(["check", "{solved}", *select], Expect(0, "layers pass: each backward agrees")),

@@ -6,7 +6,11 @@ through a kernelspec written to a temporary directory, so no system-wide "python
 needed). Between notebooks the kernel's namespace is reset and its working directory moved
 to a fresh temporary directory: each notebook starts as in a new kernel (as tests/test_docs.py
 runs each page in a new namespace) without paying a kernel start-up per page. Matplotlib
-draws with Agg; "cuda" is the CuPy stand-in where there is no GPU, as in tests/conftest.py.
+draws inline, as in Jupyter, so a figure is an output of its cell; "cuda" is the CuPy stand-in
+where there is no GPU, as in tests/conftest.py.
+
+An executed notebook shows what its asserts check: most of its code cells print an array, a
+shape or a number, or draw a small plot (``test_notebook_runs`` counts them).
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
 CELL_TIMEOUT = 120          # seconds for one cell on a busy machine; the book's cells take well under 1
+INLINE = "module://matplotlib_inline.backend_inline"        # Jupyter's own: a figure becomes a PNG output
+# pages whose code cells do not (yet) mostly show output: the number of cells that do may not drop
+QUIET = {"explorer.md": 0, "index.md": 0, "tools.md": 3}
+PLOT_MAX_PIXELS = (640, 480)                                # a plot of the book is small
 KERNEL = "lenet-np-test"
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # a PNG of one red pixel
@@ -75,7 +83,7 @@ class Kernel:
         (spec / "kernel.json").write_text(json.dumps({
             "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
             "display_name": "lenet_np tests", "language": "python",
-            "env": {"MPLBACKEND": "Agg", "PYTHONPATH": path, "IPYTHONDIR": str(base / "ipython")},
+            "env": {"MPLBACKEND": INLINE, "PYTHONPATH": path, "IPYTHONDIR": str(base / "ipython")},
         }))
         self.base = base
         self.km = AsyncKernelManager(kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(base / "kernels")]),
@@ -160,7 +168,28 @@ def test_notebook_runs(page, kernel, tmp_path):
     text, nb = convert(page, tmp_path)
     (tmp_path / "cwd").mkdir()
     ran = kernel.run(nb, tmp_path / "cwd", page.name, [line for line, _ in python_blocks(text)])
-    assert all(cell.execution_count for cell in ran if cell.cell_type == "code")
+    code = [cell for cell in ran if cell.cell_type == "code"]
+    assert all(cell.execution_count for cell in code)
+    shown = [k for k, cell in enumerate(code) if cell.outputs]
+    if page.name in QUIET:
+        assert len(shown) >= QUIET[page.name], f"{page.name}: {len(shown)} of {len(code)} code cells show output"
+    elif code:
+        silent = [k + 1 for k in range(len(code)) if k not in shown]
+        assert 2 * len(shown) > len(code), (f"{page.name}: only {len(shown)} of {len(code)} code cells show output "
+                                            f"(silent: {silent}); print what the asserts check, or plot it")
+    for k, cell in enumerate(code):
+        for out in cell.outputs:
+            assert out.get("name") != "stderr", f"{page.name}: code cell {k + 1} writes to stderr: {out.text[:200]}"
+            if "image/png" in out.get("data", {}):
+                width, height = png_size(base64.b64decode(out.data["image/png"]))
+                assert width <= PLOT_MAX_PIXELS[0] and height <= PLOT_MAX_PIXELS[1], \
+                    f"{page.name}: code cell {k + 1} draws a {width}x{height} plot"
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
 def test_failing_cell_names_page_cell_and_error(kernel, tmp_path):
@@ -183,7 +212,7 @@ def test_cells_start_clean_in_their_own_directory(kernel, tmp_path):
     assert [o.data["text/plain"] for o in outputs if o.output_type == "execute_result"] == ["2"]
     second = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
         "import os, matplotlib\nassert 'leftover' not in dir()\nassert not os.path.exists('out.txt')\n"
-        "assert matplotlib.get_backend().lower() == 'agg'")])
+        f"assert matplotlib.get_backend() == {INLINE!r}")])
     kernel.run(second, tmp_path / "b", "second")
     assert (tmp_path / "a" / "out.txt").read_text() == "x"
 

@@ -2,11 +2,12 @@
 
     new DIR                       write one file per layer: the forward given, the backward to write
     check DIR [--layer NAME ...]  check each backward: finite differences, lenet_np's layers, traps
+          [--show]                and print the smallest failing case, every number of it
     solutions DIR                 write the reference solutions
 
-The layers: linear, sigmoid, relu, softmax_cross_entropy, conv_naive, conv_im2col, maxpool,
-avgpool. The engine never imports this package; it imports the engine (lenet_np.nn) to
-compare with.
+The layers, in the order to do them: linear, sigmoid, relu, softmax_cross_entropy, avgpool,
+maxpool, conv_naive, conv_im2col, batchnorm. The engine never imports this package; it imports
+the engine (lenet_np.nn) to compare with.
 """
 
 from .command import build_parser, main

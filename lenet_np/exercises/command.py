@@ -1,9 +1,10 @@
-"""The command line: ``python -m lenet_np.exercises new DIR | check DIR [--layer NAME ...] | solutions DIR``.
+"""The command line: ``python -m lenet_np.exercises new DIR | check DIR [--layer NAME ...] [--show] | solutions DIR``.
 
 ``new`` writes one file per layer, each with its forward written and its backward raising
 NotImplementedError under a docstring that says what to compute; ``check`` runs the
 student's backward against finite differences, lenet_np's layers and the traps
-(checker.py) and prints one line per layer; ``solutions`` writes the same files solved.
+(checker.py) and prints one line per layer (with --show, the smallest failing case: show.py);
+``solutions`` writes the same files solved.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from .. import cli
 from .checker import NAME_WIDTH, LoadError, Result, check, format_result, load
 from .layers import EXERCISES
+from .show import show
 
 SOURCES = Path(__file__).resolve().parent / "solutions"
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
@@ -63,7 +65,9 @@ def readme(directory: str, solutions: bool) -> str:
             f"it.\nA good order:\n\n{files}\n\nCheck one layer, or all of them:\n\n"
             f"    {PROG} check {directory} --layer linear\n    {PROG} check {directory}\n\n"
             "A failure prints the worst error and a hint: which gradient is wrong (dx, dW, db) and the likely "
-            "mistake.\nStuck? The reference solutions, to compare with once you have tried:\n\n"
+            "mistake;\n--show adds the smallest failing case, every number of it, to work through by hand:\n\n"
+            f"    {PROG} check {directory} --layer linear --show\n\n"
+            "Stuck? The reference solutions, to compare with once you have tried:\n\n"
             f"    {PROG} solutions SOME_OTHER_DIR\n")
 
 
@@ -112,16 +116,24 @@ def run_check(args) -> int:
     for name in names:
         ex = EXERCISES[name]
         path = directory / ex.file
+        module = None
         if not path.is_file():
             result = Result("missing", f"no {ex.file} in {directory} ({PROG} new OTHER_DIR writes a fresh copy)")
         else:
             try:
-                result = check(ex, load(path), args.examples)
+                module = load(path)
+                result = check(ex, module, args.examples)
             except LoadError as exc:
                 result = Result("cannot load", f"{exc} (the other layers are checked all the same)")
             except (Exception, SystemExit) as exc:   # not foreseen by the checks: say it, check the others
                 result = Result("FAIL", f"the check stopped: {type(exc).__name__}: {exc}")
-        for line in format_result(ex, result):
+        lines = format_result(ex, result)
+        if args.show and result.status == "FAIL" and result.failures and module is not None:
+            try:
+                lines += show(ex, module, result)
+            except (Exception, SystemExit) as exc:
+                lines.append(f"{'':<{NAME_WIDTH}}show stopped: {type(exc).__name__}: {exc}")
+        for line in lines:
             print(line, flush=True)
         if result.status == "pass":
             passed += 1
@@ -160,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"check only these layers: {', '.join(EXERCISES)} (default: all)")
     chk.add_argument("--examples", type=cli.int_in_range(1, 1000), default=15,
                      help="random shapes compared with lenet_np per layer, 1..1000 (default 15)")
+    chk.add_argument("--show", action="store_true",
+                     help="for a failing layer, print its smallest failing case: x, G = dL/dy, your gradient, "
+                          "the expected one and their difference")
     chk.set_defaults(run=run_check)
     sol = sub.add_parser("solutions", help="write the reference solutions into DIR",
                          description="Write the solved files into DIR, written for reading. Existing files are never "

@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 LIGHT  := $(VENV)/.installed-light
 RUNS   := runs
 
-.PHONY: help light test test-numerics-low lint train data bench gpu-check figures notebooks clean
+.PHONY: help light test test-numerics-low lint train data browser bench gpu-check figures notebooks clean
 
 help:
 	@echo "make train      set up, fetch Fashion-MNIST, train the book's LeNet (5 epochs)"
@@ -14,6 +14,7 @@ help:
 	@echo "make test-numerics-low  the numerics tests again, one SIMD level below this CPU's"
 	@echo "make lint       ruff"
 	@echo "make data       make Fashion-MNIST available (Debian package or download)"
+	@echo "make browser    install Chromium for the explorer's browser test (as root, with apt-get)"
 	@echo "make bench      CPU benchmarks (report in benchmarks/results/)"
 	@echo "make gpu-check  GPU tests and benchmarks on a CUDA machine"
 	@echo "make figures    draw the book's figures from the code (docs/figures/)"
@@ -51,10 +52,23 @@ data: $(STAMP)
 	  $(BIN)/python -m lenet_np.data --download; \
 	fi
 
+# The explorer's browser test (tests/explore) drives Debian's Chromium with Playwright (from the
+# test extra). As root with apt-get, Chromium is installed here; elsewhere the test skips, naming
+# what is missing.
+browser: $(STAMP)
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then \
+	  :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  { apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }; } >/dev/null \
+	    || echo "chromium could not be installed: the explorer's browser test will skip"; \
+	else \
+	  echo "no chromium, and no root apt-get to install it: the explorer's browser test will skip"; \
+	fi
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: $(STAMP) data
+test: $(STAMP) data browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 	$(MAKE) --no-print-directory test-numerics-low

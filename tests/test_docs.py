@@ -22,6 +22,7 @@ POINTER = re.compile(r"`(lenet_np/[\w/]+\.py): ([A-Za-z_][\w.]*)`")
 LINK = re.compile(r"\]\(([\w-]+\.md)\)")
 ANY_LINK = re.compile(r"\]\(([^)\s]+)\)")                   # [text](target) and ![alt](target)
 FIGURE = re.compile(r"!\[[^\]\n]+\]\(figures/([\w-]+\.png)\)")
+SCREENSHOT = re.compile(r"!\[[^\]\n]+\]\(screenshots/([\w-]+\.png)\)")    # taken by tests/explore/walkthrough.py
 
 
 def python_blocks(text: str) -> list[tuple[int, str]]:
@@ -110,9 +111,13 @@ def test_figures_referenced_exist(page):
     text = page.read_text(encoding="utf-8")
     for name in figures_referenced(text):
         assert (DOCS / "figures" / name).is_file(), f"{page.name}: figures/{name} is missing (run make figures)"
+    shots = SCREENSHOT.findall(prose(text))
+    for name in shots:
+        assert (DOCS / "screenshots" / name).is_file(), \
+            f"{page.name}: screenshots/{name} is missing (python -m tests.explore.walkthrough docs/screenshots)"
     images = re.findall(r"!\[[^\]]*\]\(([^)]*)\)", prose(text))
-    assert len(images) == len(figures_referenced(text)), \
-        f"{page.name}: write every image as ![alt text](figures/NAME.png), got {images}"
+    assert len(images) == len(figures_referenced(text)) + len(shots), \
+        f"{page.name}: write every image as ![alt text](figures/NAME.png) or (screenshots/NAME.png), got {images}"
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)

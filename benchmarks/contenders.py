@@ -20,62 +20,16 @@ LR = 1e-3
 
 
 def import_torch(threads=None):
+    """torch, with ``threads`` CPU threads (when given) and TF32 off on CUDA (as in the parity
+    tests: both sides compute in float32)."""
     import torch
+
+    from .torch_models import ieee_float32
 
     if threads:
         torch.set_num_threads(int(threads))
+    ieee_float32()
     return torch
-
-
-def seed_torch_lenet_class():
-    """The book's PyTorch LeNet (older PyTorch edition), defined only once torch is imported."""
-    import torch.nn as nn
-
-    class LeNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Sequential(
-                nn.Conv2d(1, 6, 5), nn.Sigmoid(), nn.MaxPool2d(2, 2),
-                nn.Conv2d(6, 16, 5), nn.Sigmoid(), nn.MaxPool2d(2, 2),
-            )
-            self.fc = nn.Sequential(
-                nn.Linear(16 * 4 * 4, 120), nn.Sigmoid(), nn.Linear(120, 84), nn.Sigmoid(), nn.Linear(84, 10),
-            )
-
-        def forward(self, img):
-            feature = self.conv(img)
-            return self.fc(feature.view(img.shape[0], -1))
-
-    return LeNet
-
-
-def book_model(variant):
-    """The book's PyTorch LeNet for ``variant``, with its own activations (sigmoid) and pooling."""
-    from torch import nn
-    if variant == "classic":
-        return seed_torch_lenet_class()()
-    if variant == "d2l":
-        layers = [nn.Conv2d(1, 6, kernel_size=5, padding=2), nn.Sigmoid(), nn.AvgPool2d(kernel_size=2, stride=2),
-                  nn.Conv2d(6, 16, kernel_size=5), nn.Sigmoid(), nn.AvgPool2d(kernel_size=2, stride=2), nn.Flatten(),
-                  nn.Linear(16 * 5 * 5, 120), nn.Sigmoid(), nn.Linear(120, 84), nn.Sigmoid(), nn.Linear(84, 10)]
-    elif variant == "batchnorm":
-        layers = [nn.Conv2d(1, 6, kernel_size=5), nn.BatchNorm2d(6), nn.Sigmoid(),
-                  nn.AvgPool2d(kernel_size=2, stride=2), nn.Conv2d(6, 16, kernel_size=5), nn.BatchNorm2d(16),
-                  nn.Sigmoid(), nn.AvgPool2d(kernel_size=2, stride=2), nn.Flatten(),
-                  nn.Linear(256, 120), nn.BatchNorm1d(120), nn.Sigmoid(),
-                  nn.Linear(120, 84), nn.BatchNorm1d(84), nn.Sigmoid(), nn.Linear(84, 10)]
-    else:
-        raise ValueError(f"variant must be one of classic, d2l, batchnorm, got {variant!r}")
-
-    class LeNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = nn.Sequential(*layers)
-
-        def forward(self, x):
-            return self.net(x)
-
-    return LeNet()
 
 
 def make_lenet_np(seed=0, impl="fast", device="cpu", variant="classic"):
@@ -98,7 +52,8 @@ def set_impl(net, impl):
 
 def make_torch_lenet(seed=0, device="cpu", variant="classic"):
     """The book's PyTorch model with the same initial weights as ``lenet_np.LeNet(seed=seed, variant=variant)``."""
-    import torch
+    torch = import_torch()
+    from .torch_models import book_model
 
     tnet = book_model(variant)
     sd = make_lenet_np(seed, variant=variant).state_dict()

@@ -16,6 +16,9 @@ columns, matplotlib for the plot; both optional). Under eight minutes:
    (``cupyx.profiler.benchmark``);
 5. examples/s against batch size (1 .. 4096): NumPy, CuPy, torch CPU, torch CUDA, with a plot.
 
+Items 2 to 5 are its sections (``SECTIONS`` below); torch runs with TF32 off, and the report
+records ``CUPY_TF32``.
+
 Writes ``gpu-YYYY-MM-DD.md``, ``.json`` and ``.png`` into ``$OUT`` when set, else into
 ``benchmarks/results/``, and copies everything it prints into ``gpu-check.log`` there.
 Without CuPy or a GPU it says so and exits with status 2. ``--cpu-smoke`` runs the same code
@@ -38,6 +41,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:          # run as a script: make `benchmarks` and `lenet_np` importable
     sys.path.insert(0, str(REPO))
+
+from benchmarks.sections import Context, Part, Section, failed, log, run_sections  # noqa: E402  (needs no NumPy)
 
 # the benchmark modules, imported in main() once the GPU check has passed (they need NumPy)
 contenders = datasets = machine = per_layer = report = timing = None
@@ -76,10 +81,6 @@ class Tee:
 
     def isatty(self):
         return False
-
-
-def log(*args, **kwargs):
-    print(*args, **kwargs, flush=True)
 
 
 def parse_args(argv=None):
@@ -123,7 +124,8 @@ def detect_gpu():
     info = {"name": name.decode() if isinstance(name, bytes) else str(name), "devices": count,
             "memory_gib": round(props.get("totalGlobalMem", 0) / 2 ** 30, 1),
             "compute_capability": f"{props.get('major')}.{props.get('minor')}",
-            "multiprocessors": props.get("multiProcessorCount"), "cupy": cupy.__version__}
+            "multiprocessors": props.get("multiProcessorCount"), "cupy": cupy.__version__,
+            "cupy_tf32": os.environ.get("CUPY_TF32")}
     for key, fn in (("cuda_runtime", cupy.cuda.runtime.runtimeGetVersion),
                     ("cuda_driver", cupy.cuda.runtime.driverGetVersion)):
         try:
@@ -135,8 +137,10 @@ def detect_gpu():
 
 
 def torch_cuda_info():
+    """torch's version and CUDA build, with TF32 off as the contenders run it (and the flags that say so)."""
     try:
-        import torch
+        torch = contenders.import_torch()
+        from benchmarks.torch_models import tf32_flags
     except Exception as exc:
         return {"torch": None, "cuda": False, "why": f"torch does not import: {exc}"}
     info = {"torch": torch.__version__, "cuda": bool(torch.cuda.is_available()), "torch_cuda": torch.version.cuda,
@@ -144,8 +148,7 @@ def torch_cuda_info():
     if info["cuda"]:
         info["device"] = torch.cuda.get_device_name(0)
         info["cudnn"] = torch.backends.cudnn.version()
-        info["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
-        info["matmul_allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
+        info.update(tf32_flags())
         info["cudnn_benchmark"] = torch.backends.cudnn.benchmark
     else:
         info["why"] = "torch.cuda.is_available() is False (a CPU build of torch?)"
@@ -195,7 +198,12 @@ def run_pytest(timeout, targets=("tests/",)):
             "command": "python " + " ".join(cmd[1:]), "failures": failures}
 
 
-# -- the benchmarks ---------------------------------------------------------------------------------------
+# -- the sections -------------------------------------------------------------------------------------
+def left(ctx) -> float:
+    """Seconds of the budget left."""
+    return ctx.deadline - time.perf_counter()
+
+
 def make_runners(kinds, data=None, torch_threads=None):
     """name -> runner for the kinds asked for: numpy, cupy, torch-cpu, torch-cuda."""
     made = {}
@@ -211,8 +219,20 @@ def make_runners(kinds, data=None, torch_threads=None):
     return made
 
 
-def run_e2e(kinds, prof, data) -> dict:
-    runners = make_runners(kinds, data)
+def tests(ctx) -> Part:
+    res = run_pytest(ctx.prof["pytest_timeout"], ctx.prof["pytest_targets"])
+    state = ("stopped at the time limit" if res["timed_out"] else "passed" if res["rc"] == 0
+             else f"FAILED (exit {res['rc']})")
+    lines = ["## Tests", "", f"`{res['command']}`: {state} in {res['seconds']:.0f} s: `{res['summary']}`", ""]
+    lines += [f"- `{line}`" for line in res["failures"]] + ([""] if res["failures"] else [])
+    return Part({"tests": res}, lines)
+
+
+def epoch(ctx) -> Part:
+    prof = ctx.prof
+    data = datasets.load_data("real")
+    log(f"  data: {data.source}")
+    runners = make_runners(ctx.kinds, data)
     n_total = len(data.train_images)
     n_train, n_test = {}, {}
     for name in runners:
@@ -222,114 +242,112 @@ def run_e2e(kinds, prof, data) -> dict:
     for name in runners:
         log(f"  {name}: {n_train[name]:,} training and {n_test[name]:,} test examples per run")
     res = contenders.end_to_end(runners, n_train, n_test, repeats=prof["e2e_repeats"], log=log, n_total=n_total)
-    return {"data": data.source, "results": res}
+    e2e = {"data": data.source, "results": res, "base": "torch-cuda" if ctx.use_torch_cuda else "torch-cpu"}
+    table = report.e2e_table(res, base=e2e["base"])
+    log(table)
+    del data, runners
+    return Part({"end_to_end": e2e}, [
+        "## One epoch", "",
+        f"LeNet (sigmoid, max pooling), Adam lr 1e-3, batch 256; data: {e2e['data']}. On the GPU the uint8 "
+        "images are copied to the device once and each batch is converted there; one sync per epoch. The CPU "
+        "contenders run a fraction of the epoch (`examples/run`); all times are scaled to 60,000 training "
+        "and 10,000 test examples.", "", table, ""])
 
 
-def kernel_timer(n_repeat):
-    """A timer (contenders -> name -> Stats) of GPU time per call from cupyx.profiler.benchmark:
-    CUDA events on the current stream (torch's default stream is the same legacy stream)."""
-    from cupyx.profiler import benchmark
+def layers(ctx) -> Part:
+    if left(ctx) < 60:
+        raise TimeoutError("skipped: out of time")
+    torch_device = "cuda" if ctx.use_torch_cuda else "cpu"
+    wall = per_layer.layer_benchmark(timing.profile_timer(ctx.prof, "layer"), device=ctx.layer_device, log=log,
+                                     torch_device=torch_device)
+    table = per_layer.layers_table(wall)
+    log(table)
+    lines = [f"## Per layer, batch 256, float32, on {ctx.layer_device}", "",
+             "Time per call in a stream of calls (synchronised at both ends, so launch overheads overlap the "
+             "GPU work as in training). `fast`/`reference`: lenet_np's two implementations of Conv2d and "
+             "MaxPool2d on CuPy; `torch`: the same layer with autograd.", "", table, ""]
+    kernels = None
+    if ctx.on_gpu:
+        try:         # the wall-clock table above stands when the GPU timer fails
+            log("  GPU time per call (cupyx.profiler.benchmark):")
+            timer = (timing.profile_timer(ctx.prof, "layer") if ctx.args.cpu_smoke
+                     else timing.gpu_timer(ctx.prof["kernel_repeat"]))
+            kernels = per_layer.layer_benchmark(timer, device="cuda", log=log, torch_device=torch_device)
+            table = per_layer.layers_table(kernels)
+            log(table)
+            lines += ["GPU time per call (`cupyx.profiler.benchmark`: CUDA events around each call, median): the "
+                      "device's own work, without the Python and launch overheads.", "", table, ""]
+        except Exception as exc:
+            failed(ctx, "layers", exc)
+    return Part({"layers": wall, "layers_gpu_time": kernels}, lines)
+
+
+def sweep(ctx) -> Part:
+    prof = ctx.prof
+    runners = make_runners(ctx.kinds)
+    slow = {}
+
+    def skip(name, n):
+        # out of time, or the last step of this contender took so long that this one would not fit
+        if n == prof["sweep"][0]:
+            return False                                 # the smallest batch always runs
+        prev = slow.get(name, 0.0) * 4
+        return left(ctx) < 30 + prev * (prof["sweep_repeats"] + 3)
 
     def timer(contenders):
-        out = {name: timing.Stats(inner=n_repeat) for name in contenders}
-        for _ in range(3):                                   # three alternating rounds
-            for name, c in contenders.items():
-                fn = c[0] if isinstance(c, tuple) else c
-                r = benchmark(fn, n_repeat=n_repeat, n_warmup=2)
-                out[name].samples.append(float(sorted(r.gpu_times[0])[len(r.gpu_times[0]) // 2]))
-        return out
-    return timer
+        res = timing.profile_timer(prof, "sweep", warmup=1, max_inner=1000)(contenders)
+        slow.update({k: s.median for k, s in res.items()})
+        return res
+    res = per_layer.sweep_benchmark(runners, prof["sweep"], timer, skip=skip, log=log)
+    names = list(runners)
+    log(per_layer.sweep_table(res, names=names, base=names[1] if len(names) > 1 else names[0]))
+    png = per_layer.sweep_plot(res, ctx.out_dir / f"gpu-{ctx.today}{'-cpu-smoke' if ctx.args.cpu_smoke else ''}.png",
+                               f"LeNet training step, {ctx.gpu['name'] if ctx.gpu else 'CPU only (smoke run)'}",
+                               log=log)
+    names = [n for n in ("lenet_np-cupy", "torch-cuda", "lenet_np-numpy", "torch-cpu")
+             if any(n in r for r in res.values())]
+    lines = []
+    if res:
+        base = "torch-cuda" if "torch-cuda" in names else names[-1]
+        lines = ["## Examples/s against batch size", "", "One training step (forward, loss, backward, Adam) on random "
+                 "data.", "", per_layer.sweep_table(res, names=names, base=base), ""]
+        lines += [f"![examples/s against batch size]({Path(png).name})", ""] if png else []
+    return Part({"sweep": res}, lines, files=[png] if png else [])
 
 
-def wall_timer(prof, key, **kw):
-    def timer(contenders):
-        return timing.measure(contenders, prof[f"{key}_repeats"], min_time=prof[f"{key}_min"], settle=prof["settle"],
-                              **kw)
-    return timer
-
-
-def plot_sweep(sweep, path, title):
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except Exception as exc:
-        log(f"  no plot: matplotlib does not import ({exc})")
-        return None
-    names = sorted({k for res in sweep.values() for k in res})
-    if not names:
-        return None
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name in names:
-        pts = [(n, n / res[name].median) for n, res in sweep.items() if name in res]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("batch size")
-    ax.set_ylabel("training examples / s (forward, backward, Adam)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+SECTIONS = [
+    Section("tests", "Tests", "``python -m pytest -q -rfE tests/``: the whole suite, its CuPy cases on the GPU, every "
+            "failure collected (no ``-x``), with a time limit so the benchmarks still run", tests, keys=("tests",),
+            timed=False, absent=("## Tests", "", "not run", "")),
+    Section("epoch", "One epoch   ({left:.0f} s of the budget left)", "one training epoch (60,000 examples, "
+            "batch 256, Adam) and one test-set evaluation", epoch, keys=("end_to_end",)),
+    Section("layers", "Per layer on {device}   ({left:.0f} s left)", "every layer's forward and backward at "
+            "batch 256", layers, keys=("layers", "layers_gpu_time")),
+    Section("sweep", "Examples/s against batch size   ({left:.0f} s left)", "examples/s against batch size",
+            sweep, keys=("sweep",)),
+]
 
 
 # -- the report ------------------------------------------------------------------------------------------
-def build_report(meta, info, gpu, tinfo, tests, e2e, layers, kernels, sweep, errors, png) -> str:
+def header(meta, gpu, tinfo, info) -> list:
     title = "lenet_np GPU check" + (" (CPU smoke run: no GPU)" if meta["smoke"] else f" on {gpu['name']}")
     md = [f"# {title}, {meta['date']}", "",
           f"`{meta['command']}`, {meta['duration_s'] / 60:.1f} minutes. Ratios are of medians measured in the "
           "same run, the contenders alternating round by round.", "", "## Machine", ""]
     if gpu:
+        tf32 = gpu.get("cupy_tf32")
         md.append(f"- GPU: {gpu['name']} ({gpu['memory_gib']} GiB, compute capability {gpu['compute_capability']}, "
                   f"{gpu['multiprocessors']} SMs); CUDA runtime {gpu['cuda_runtime']}, driver {gpu['cuda_driver']}; "
-                  f"CuPy {gpu['cupy']}")
+                  f"CuPy {gpu['cupy']}, " + ("CUPY_TF32 unset" if tf32 is None else f"CUPY_TF32={tf32}"))
         if meta.get("nvidia_smi"):
             md.append(f"- nvidia-smi: {meta['nvidia_smi']}")
     if tinfo.get("torch"):
         md.append(f"- torch {tinfo['torch']} (CUDA {tinfo.get('torch_cuda')}, cuDNN {tinfo.get('cudnn')}; "
                   f"{tinfo['threads']} CPU threads); cudnn.allow_tf32={tinfo.get('cudnn_allow_tf32')}, "
                   f"matmul.allow_tf32={tinfo.get('matmul_allow_tf32')}, cudnn.benchmark={tinfo.get('cudnn_benchmark')}"
-                  " (torch's defaults: its convolutions may use TF32; CuPy's matmuls do not)"
-                  + ("" if tinfo["cuda"] else f"; no torch CUDA: {tinfo.get('why')}"))
-    md += [*machine.machine_lines(info), ""]
-    md += ["## Tests", ""]
-    if tests is None:
-        md += ["not run", ""]
-    else:
-        state = ("stopped at the time limit" if tests["timed_out"] else "passed" if tests["rc"] == 0
-                 else f"FAILED (exit {tests['rc']})")
-        md += [f"`{tests['command']}`: {state} in {tests['seconds']:.0f} s: `{tests['summary']}`", ""]
-        md += [f"- `{line}`" for line in tests["failures"]] + ([""] if tests["failures"] else [])
-    if e2e:
-        md += ["## One epoch", "",
-               f"LeNet (sigmoid, max pooling), Adam lr 1e-3, batch 256; data: {e2e['data']}. On the GPU the uint8 "
-               "images are copied to the device once and each batch is converted there; one sync per epoch. The CPU "
-               "contenders run a fraction of the epoch (`examples/run`); all times are scaled to 60,000 training "
-               "and 10,000 test examples.", "", report.e2e_table(e2e["results"], base=meta["e2e_base"]), ""]
-    if layers:
-        md += [f"## Per layer, batch 256, float32, on {meta['layer_device']}", "",
-               "Time per call in a stream of calls (synchronised at both ends, so launch overheads overlap the "
-               "GPU work as in training). `fast`/`reference`: lenet_np's two implementations of Conv2d and "
-               "MaxPool2d on CuPy; `torch`: the same layer with autograd.", "", per_layer.layers_table(layers), ""]
-    if kernels:
-        md += ["GPU time per call (`cupyx.profiler.benchmark`: CUDA events around each call, median): the "
-               "device's own work, without the Python and launch overheads.", "", per_layer.layers_table(kernels), ""]
-    if sweep:
-        names = [n for n in ("lenet_np-cupy", "torch-cuda", "lenet_np-numpy", "torch-cpu")
-                 if any(n in r for r in sweep.values())]
-        base = "torch-cuda" if "torch-cuda" in names else names[-1]
-        md += ["## Examples/s against batch size", "",
-               "One training step (forward, loss, backward, Adam) on random data.", "",
-               per_layer.sweep_table(sweep, names=names, base=base), ""]
-        if png:
-            md += [f"![examples/s against batch size]({Path(png).name})", ""]
-    if errors:
-        md += ["## Errors", "", *[f"- {k}: `{v}`" for k, v in errors.items()], ""]
-    return "\n".join(md)
+                  " (TF32 turned off, as in the parity tests: torch computes in float32; CuPy's matmuls use TF32 "
+                  "only with CUPY_TF32=1)" + ("" if tinfo["cuda"] else f"; no torch CUDA: {tinfo.get('why')}"))
+    return md + [*machine.machine_lines(info), ""]
 
 
 def main(argv=None) -> int:
@@ -346,7 +364,6 @@ def main(argv=None) -> int:
     sys.stderr = Tee(sys.__stderr__, log_file)
     t_start = time.perf_counter()
     today = dt.date.today().isoformat()
-    deadline = t_start + prof["budget_s"]
     log(f"# lenet_np GPU check, {dt.datetime.now().isoformat(timespec='seconds')}, report in {out_dir}")
 
     if args.cpu_smoke:
@@ -377,91 +394,28 @@ def main(argv=None) -> int:
     if smi:
         log(f"nvidia-smi: {smi}")
 
-    tests = None
-    if not args.skip_tests:
-        log("\n## Tests")
-        tests = run_pytest(prof["pytest_timeout"], prof["pytest_targets"])
-
     on_gpu = gpu is not None
     use_torch_cuda = on_gpu and tinfo.get("cuda")
     kinds = (["cupy"] if on_gpu else []) + (["torch-cuda"] if use_torch_cuda else []) + ["numpy", "torch-cpu"]
-    errors = {}
-    e2e = layers = kernels = sweep = None
-    png = None
-
-    def left():
-        return deadline - time.perf_counter()
-
-    log(f"\n## One epoch   ({left():.0f} s of the budget left)")
-    try:
-        data = datasets.load_data("real")
-        log(f"  data: {data.source}")
-        e2e = run_e2e(kinds, prof, data)
-        e2e["base"] = "torch-cuda" if use_torch_cuda else "torch-cpu"
-        log(report.e2e_table(e2e["results"], base=e2e["base"]))
-        del data
-    except Exception as exc:
-        errors["epoch"] = f"{type(exc).__name__}: {exc}"
-        log(f"  FAILED: {errors['epoch']}")
-
-    layer_device = "cuda" if on_gpu else "cpu"
-    log(f"\n## Per layer on {layer_device}   ({left():.0f} s left)")
-    try:
-        if left() < 60:
-            raise TimeoutError("skipped: out of time")
-        torch_device = "cuda" if use_torch_cuda else "cpu"
-        layers = per_layer.layer_benchmark(wall_timer(prof, "layer"), device=layer_device, log=log,
-                                           torch_device=torch_device)
-        log(per_layer.layers_table(layers))
-        if on_gpu:
-            log("  GPU time per call (cupyx.profiler.benchmark):")
-            timer = wall_timer(prof, "layer") if args.cpu_smoke else kernel_timer(prof["kernel_repeat"])
-            kernels = per_layer.layer_benchmark(timer, device="cuda", log=log, torch_device=torch_device)
-            log(per_layer.layers_table(kernels))
-    except Exception as exc:
-        errors["layers"] = f"{type(exc).__name__}: {exc}"
-        log(f"  FAILED: {errors['layers']}")
-
-    log(f"\n## Examples/s against batch size   ({left():.0f} s left)")
-    try:
-        runners = make_runners(kinds)
-        slow = {}
-
-        def skip(name, n):
-            # out of time, or the last step of this contender took so long that this one would not fit
-            if n == prof["sweep"][0]:
-                return False                                 # the smallest batch always runs
-            prev = slow.get(name, 0.0) * 4
-            return left() < 30 + prev * (prof["sweep_repeats"] + 3)
-
-        def timer(contenders):
-            res = wall_timer(prof, "sweep", warmup=1, max_inner=1000)(contenders)
-            slow.update({k: s.median for k, s in res.items()})
-            return res
-        sweep = per_layer.sweep_benchmark(runners, prof["sweep"], timer, skip=skip, log=log)
-        names = list(runners)
-        log(per_layer.sweep_table(sweep, names=names, base=names[1] if len(names) > 1 else names[0]))
-        png = plot_sweep(sweep, out_dir / f"gpu-{today}{'-cpu-smoke' if args.cpu_smoke else ''}.png",
-                         f"LeNet training step, {gpu['name'] if gpu else 'CPU only (smoke run)'}")
-    except Exception as exc:
-        errors["sweep"] = f"{type(exc).__name__}: {exc}"
-        log(f"  FAILED: {errors['sweep']}")
+    ctx = Context(args=args, prof=prof, out_dir=out_dir, today=today, deadline=t_start + prof["budget_s"], gpu=gpu,
+                  on_gpu=on_gpu, use_torch_cuda=use_torch_cuda, layer_device="cuda" if on_gpu else "cpu",
+                  kinds=kinds, errors={})
+    run_sections(SECTIONS, ctx, chosen=lambda s: not (s.name == "tests" and args.skip_tests),
+                 watch=lambda s: {} if s is None else {"left": left(ctx), "device": ctx.layer_device})
 
     info["loadavg_end"] = machine._read("/proc/loadavg").split()[:3]
     meta = {"date": today, "smoke": args.cpu_smoke, "duration_s": time.perf_counter() - t_start,
             "command": "benchmarks/gpu_check.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "e2e_base": (e2e or {}).get("base", "torch-cpu"), "layer_device": layer_device, "profile": prof,
-            "nvidia_smi": smi}
+            "e2e_base": (ctx.results["end_to_end"] or {}).get("base", "torch-cpu"), "layer_device": ctx.layer_device,
+            "profile": prof, "nvidia_smi": smi}
     meta["command"] = meta["command"].strip()
     stem = f"gpu-{meta['date']}" + ("-cpu-smoke" if args.cpu_smoke else "")
-    md_path, json_path = out_dir / f"{stem}.md", out_dir / f"{stem}.json"
-    md_path.write_text(build_report(meta, info, gpu, tinfo, tests, e2e, layers, kernels, sweep, errors, png))
-    report.write_json(json_path, {"meta": meta, "gpu": gpu, "torch": tinfo, "machine": info, "tests": tests,
-                                  "end_to_end": e2e, "layers": layers, "layers_gpu_time": kernels,
-                                  "sweep": {str(k): v for k, v in sweep.items()} if sweep else None, "errors": errors})
-    log(f"\nreport: {md_path}\n        {json_path}" + (f"\n        {png}" if png else "")
+    md_path, json_path = report.write_report(out_dir, stem, header(meta, gpu, tinfo, info),
+                                             {"meta": meta, "gpu": gpu, "torch": tinfo, "machine": info}, ctx)
+    log(f"\nreport: {md_path}\n        {json_path}" + "".join(f"\n        {f}" for f in ctx.files)
         + f"\n        {out_dir / 'gpu-check.log'}\n({meta['duration_s'] / 60:.1f} minutes)")
-    if tests is not None and tests["rc"] != 0 and not tests["timed_out"]:
+    tests_run = ctx.results["tests"]
+    if tests_run is not None and tests_run["rc"] != 0 and not tests_run["timed_out"]:
         return 1
     return 0
 

@@ -1,5 +1,5 @@
 """Per layer: every LeNet layer's forward and backward timed alone on what it sees in training,
-the training step against batch size, their tables, and the FLOPs of LeNet per example."""
+the training step against batch size, their tables and plot, and the FLOPs of LeNet per example."""
 
 from __future__ import annotations
 
@@ -224,6 +224,37 @@ def sweep_table(sweep, names, base):
         rows.append(row)
     headers = ["batch"] + [h for k in names for h in (f"{k} step", f"{k} ex/s")] + [f"{names[0]}/{base}"]
     return md_table(headers, rows)
+
+
+def sweep_plot(sweep, path, title, log=print):
+    """Examples/s against batch size of each contender (from ``sweep_benchmark``), log-log, as a
+    PNG at ``path``; returns the path, or None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception as exc:
+        log(f"  no plot: matplotlib does not import ({exc})")
+        return None
+    names = sorted({k for res in sweep.values() for k in res})
+    if not names:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in names:
+        pts = [(n, n / res[name].median) for n, res in sweep.items() if name in res]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("training examples / s (forward, backward, Adam)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def flop_counts():

@@ -75,3 +75,19 @@ def write_json(path, obj) -> None:
             return str(o)
         return repr(o)
     Path(path).write_text(json.dumps(obj, indent=1, default=default) + "\n")
+
+
+def write_report(out_dir, stem, header, head, ctx) -> tuple[Path, Path]:
+    """``stem``.md and ``stem``.json in ``out_dir``: the Markdown header lines, then the lines of
+    each section (``ctx.lines``), then the errors (``ctx.errors``) if any; the JSON ``head``
+    (meta, machine, ...), then each section's values (``ctx.results``), then the errors where the
+    command collects them. Returns the two paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md = [*header, *ctx.lines]
+    if ctx.errors:
+        md += ["## Errors", "", *[f"- {k}: `{v}`" for k, v in ctx.errors.items()], ""]
+    md_path, json_path = out_dir / f"{stem}.md", out_dir / f"{stem}.json"
+    md_path.write_text("\n".join(md))
+    write_json(json_path, {**head, **ctx.results, **({} if ctx.errors is None else {"errors": ctx.errors})})
+    return md_path, json_path

@@ -14,10 +14,10 @@ with the generator ``numpy.random.default_rng([SEED, 1])``, one permutation per 
 lenet_np runs as the training command does (``lenet_np.train.main``, its metrics file read
 back); torch runs the same loop in float32 on the CPU with ``torch.optim.Adam`` or ``SGD``.
 
-The PyTorch models are the book's: for ``classic`` the older edition's class with keys
-``conv.N`` and ``fc.N`` (``benchmarks/contenders.py: book_model``), for ``d2l`` and
-``batchnorm`` one ``nn.Sequential`` named ``net`` (the layer lists of today's d2l.ai); another
-activation or pooling replaces each of their activations or 2x2 poolings.
+The PyTorch models are the book's (``benchmarks/torch_models.py: book_model``): for ``classic``
+the older edition's class with keys ``conv.N`` and ``fc.N``, for ``d2l`` and ``batchnorm`` one
+``nn.Sequential`` named ``net`` (the layer lists of today's d2l.ai); another activation or
+pooling replaces each of their activations and 2x2 poolings.
 
 Prints a Markdown table (loss, train acc and test acc of both, per epoch) and the median
 training time per epoch of each; ``--out`` writes both histories as JSON.
@@ -35,7 +35,6 @@ from pathlib import Path
 import numpy as np
 
 import lenet_np as ln
-from benchmarks.contenders import book_model
 from lenet_np import cli, train
 from lenet_np.data import DataError, iterate_batches, load_fashion_mnist
 from lenet_np.model import VARIANT_ALIASES, VARIANTS, resolve_variant
@@ -43,30 +42,14 @@ from lenet_np.model import VARIANT_ALIASES, VARIANTS, resolve_variant
 SETTINGS = ("epochs", "batch_size", "lr", "optimizer", "momentum", "seed", "activation", "pool")
 
 
-def torch_model(variant, activation, pool):
-    """``book_model(variant)`` with each activation replaced by ``activation`` and each 2x2
-    pooling (stride 2) by ``pool``, as ``lenet_np.LeNet(variant, activation, pool)`` does."""
-    from torch import nn
-    act = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU}[activation]
-    pool_cls = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}[pool]
-    model = book_model(resolve_variant(variant)[0])
-    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
-        for i, layer in enumerate(seq):
-            if isinstance(layer, (nn.Sigmoid, nn.ReLU)):
-                seq[i] = act()
-            elif isinstance(layer, (nn.MaxPool2d, nn.AvgPool2d)):
-                if (layer.kernel_size, layer.stride, layer.padding) != (2, 2, 0):
-                    raise ValueError(f"{variant}: expected 2x2 poolings of stride 2, found {layer}")
-                seq[i] = pool_cls(kernel_size=2, stride=2)
-    return model
-
-
 def run_torch(args, data, threads):
     """Train the book's PyTorch model as ``python -m lenet_np.train`` trains lenet_np; the history."""
     import torch
     import torch.nn.functional as F
+
+    from benchmarks.torch_models import book_model
     torch.set_num_threads(threads)
-    model = torch_model(args.variant, args.activation, args.pool)
+    model = book_model(resolve_variant(args.variant)[0], args.activation, args.pool)
     start_weights = ln.LeNet(activation=args.activation, pool=args.pool, seed=args.seed,
                              variant=args.variant).state_dict()          # as train builds it
     model.load_state_dict({k: torch.tensor(np.asarray(v)) for k, v in start_weights.items()})

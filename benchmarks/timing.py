@@ -101,3 +101,32 @@ def measure(contenders: dict, repeats=5, warmup=2, min_time=0.05, max_inner=10_0
             sync()
             out[name].samples.append((time.perf_counter() - t0) / inner)
     return out
+
+
+def profile_timer(prof: dict, key: str, **kw):
+    """A timer (contenders -> name -> Stats) of ``measure`` with the repeats and the minimum
+    sample time that the profile gives ``key`` (``{key}_repeats``, ``{key}_min``), and its
+    ``settle`` where it has one."""
+    if "settle" in prof:
+        kw.setdefault("settle", prof["settle"])
+
+    def timer(contenders):
+        return measure(contenders, prof[f"{key}_repeats"], min_time=prof[f"{key}_min"], **kw)
+    return timer
+
+
+def gpu_timer(n_repeat: int, rounds: int = 3):
+    """A timer (contenders -> name -> Stats) of GPU time per call, from ``cupyx.profiler.benchmark``:
+    CUDA events on the current stream (torch's default stream is the same legacy stream), the
+    median of ``n_repeat`` calls in each of ``rounds`` alternating rounds."""
+    from cupyx.profiler import benchmark
+
+    def timer(contenders):
+        out = {name: Stats(inner=n_repeat) for name in contenders}
+        for _ in range(rounds):
+            for name, c in contenders.items():
+                fn = c[0] if isinstance(c, tuple) else c
+                r = benchmark(fn, n_repeat=n_repeat, n_warmup=2)
+                out[name].samples.append(float(sorted(r.gpu_times[0])[len(r.gpu_times[0]) // 2]))
+        return out
+    return timer

@@ -3,6 +3,7 @@ same batches, so a timing compares equal work (timings themselves are never asse
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -88,7 +89,7 @@ def test_gpu_check_script_runs_end_to_end_on_the_cpu(tmp_path):
     # this test on a slow or busy CPU, which says nothing about the script.
     run = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--cpu-smoke", "--budget", "100000",
                           "--pytest-timeout", "100000", "--out", str(tmp_path)], cwd=repo, capture_output=True,
-                         text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(repo)})
+                         text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(repo), "CUPY_TF32": "0"})
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "Traceback" not in run.stdout + run.stderr
     reports = sorted(p.name for p in tmp_path.iterdir())
@@ -96,6 +97,10 @@ def test_gpu_check_script_runs_end_to_end_on_the_cpu(tmp_path):
     report = next(tmp_path.glob("*-cpu-smoke.md")).read_text()
     assert "tests/test_cupy_standin.py`: passed" in report and "lenet_np-cupy" in report
     assert "FAILED" not in report and "## Errors" not in report, report
+    assert "CUPY_TF32=0" in report           # CuPy's matmuls use TF32 only with CUPY_TF32=1: the report says which
+    res = json.loads(next(tmp_path.glob("*-cpu-smoke.json")).read_text())
+    assert res["gpu"]["cupy_tf32"] == "0" and list(res) == ["meta", "gpu", "torch", "machine", "tests", "end_to_end",
+                                                          "layers", "layers_gpu_time", "sweep", "errors"]
 
 
 def test_readme_loop_runs_the_readme_code_and_trains():
@@ -160,3 +165,109 @@ def test_per_layer_benchmark_times_every_layer_of_every_variant(variant):
     assert set(names) <= set(rows) and {"loss", "optimizer", "step"} <= set(rows)
     assert all(set(rows[n]["forward"]) == {"fast", "reference", "torch"} for n in names)
     assert "Flatten" in {rows[n]["kind"] for n in names}
+
+
+# -- the commands' shared frame: sections, the report writer ------------------------------------------
+def commands():
+    from benchmarks import gpu_check, run
+
+    return {"benchmarks.run": run, "benchmarks.gpu_check": gpu_check}
+
+
+@pytest.mark.parametrize("command", ["benchmarks.run", "benchmarks.gpu_check"])
+def test_every_section_is_named_once_and_listed_in_its_commands_docstring(command):
+    """A section is one object in its command's SECTIONS: a name of its own, JSON keys no other
+    section fills, and what it measures, which the command's docstring lists."""
+    module = commands()[command]
+    doc = " ".join(module.__doc__.split())
+    names = [s.name for s in module.SECTIONS]
+    keys = [k for s in module.SECTIONS for k in s.keys]
+    assert len(set(names)) == len(names) and len(set(keys)) == len(keys), (names, keys)
+    for s in module.SECTIONS:
+        assert s.title and callable(s.run), s.name
+        assert s.measures and " ".join(s.measures.split()) in doc, f"{command}: {s.name} is not in the docstring"
+
+
+def test_run_sections_runs_the_chosen_in_order_and_records_failures(tmp_path, capsys):
+    """Chosen sections log their heading and add their part in order; a section left out fills
+    its keys with null and adds its `absent` lines; with an errors dict a failure is recorded
+    and the next section runs; the writer puts header, parts and errors in both files."""
+    from benchmarks import report
+    from benchmarks.sections import Context, Part, Section, run_sections
+
+    def broken(ctx):
+        raise RuntimeError("no device")
+
+    watched = []
+    sections = [
+        Section("a", "A ({n})", "a", lambda ctx: Part({"a": 1}, ["## A", ""]), keys=("a",)),
+        Section("skipped", "S", "s", broken, keys=("s",), absent=("## S", "", "not run", "")),
+        Section("b", "B ({n})", "b", broken, keys=("b", "b2")),
+        Section("c", "C ({n})", "c", lambda ctx: Part({"c": ctx.results["a"] + 1}, ["## C", ""], files=["p.png"]),
+                keys=("c",)),
+    ]
+    ctx = Context(errors={})
+    run_sections(sections, ctx, chosen=lambda s: s.name != "skipped",
+                 watch=lambda s: watched.append(s and s.name) or {"n": len(watched)})
+    assert watched == ["a", "b", "c", None]
+    assert capsys.readouterr().out.split("\n## ")[1:] == ["A (1)\n", "B (2)\n  FAILED: RuntimeError: no device\n",
+                                                          "C (3)\n"]
+    assert ctx.results == {"a": 1, "s": None, "b": None, "b2": None, "c": 2} and ctx.files == ["p.png"]
+    assert list(ctx.results) == ["a", "s", "b", "b2", "c"]
+    md, js = report.write_report(tmp_path, "r", ["# R", ""], {"meta": {"x": 1}}, ctx)
+    assert md.read_text() == "# R\n\n## A\n\n## S\n\nnot run\n\n## C\n\n## Errors\n\n- b: `RuntimeError: no device`\n"
+    assert json.loads(js.read_text()) == {"meta": {"x": 1}, **ctx.results, "errors": {"b": "RuntimeError: no device"}}
+
+    with pytest.raises(RuntimeError, match="no device"):        # no errors dict: a failure stops the command
+        run_sections(sections[2:], Context(), watch=lambda s: {"n": 0})
+    with pytest.raises(ValueError, match="not among its keys"):
+        run_sections([Section("d", "D", "d", lambda ctx: Part({"other": 1}), keys=("d",))], Context())
+
+
+def test_cpu_benchmark_runs_the_chosen_sections_and_writes_its_report(tmp_path, monkeypatch, capsys):
+    """python -m benchmarks.run --only e2e,sweep on tiny sizes: the sections it was given and
+    the compute limit (which reads the epoch), in the report's order; the others null in the JSON."""
+    pytest.importorskip("torch")
+    from benchmarks import run
+
+    tiny = dict(fraction=0.001, e2e_repeats=1, mem_batches=1, layer_repeats=1, layer_min=0.001, sweep_repeats=1,
+                sweep_min=0.001, sweep_ref_max=1, peak_repeats=1, readme_rounds=1, readme_steps=1)
+    monkeypatch.setitem(run.PROFILES, "quick", tiny)
+    monkeypatch.setattr(run, "SWEEP_BATCHES", (1, 2))
+    assert run.main(["--quick", "--only", "e2e,sweep", "--epochs-data", "synthetic", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert [line.split("   (")[0] for line in out.splitlines() if line.startswith("## ")] == [
+        "## float32 matmul peak", "## 1. End to end", "## 2. Compute limit", "## 5. Batch-size sweep"]
+    md = next(tmp_path.glob("cpu-*-quick.md")).read_text()
+    assert [line for line in md.splitlines() if line.startswith("## ")] == [
+        "## Machine", "## 1. End to end: one epoch", "## 2. The compute limit",
+        "## 5. Batch-size sweep: one training step"]
+    res = json.loads(next(tmp_path.glob("cpu-*-quick.json")).read_text())
+    assert list(res) == ["meta", "machine", "flops", "matmul_peak", "end_to_end", "memory", "layers", "sweep", "readme"]
+    assert res["memory"] is res["layers"] is res["readme"] is None
+    assert set(res["end_to_end"]["results"]) == {"lenet_np", "torch"}
+    assert set(res["sweep"]["1"]) == {"lenet_np", "reference", "torch"}         # reference up to sweep_ref_max
+    assert set(res["sweep"]["2"]) == {"lenet_np", "torch"}
+    assert list(res["meta"]["loadavg_at_sections"]) == ["e2e", "sweep"]
+
+
+def test_torch_contender_computes_in_float32_not_tf32():
+    """The benchmark's torch turns TF32 off, as the parity tests do (torch's cuDNN convolutions
+    default to TF32 on CUDA), whatever the flags were before; and the flags read back without
+    tripping torch's check against mixing its two ways of setting them."""
+    torch = pytest.importorskip("torch")
+    from benchmarks.torch_models import ieee_float32, tf32_flags
+
+    new_api = hasattr(torch.backends.cuda.matmul, "fp32_precision")
+    try:
+        if new_api:
+            torch.backends.cuda.matmul.fp32_precision = torch.backends.cudnn.conv.fp32_precision = "tf32"
+        else:
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        assert tf32_flags() == {"cudnn_allow_tf32": True, "matmul_allow_tf32": True}
+        TorchRunner(threads=1)
+        assert tf32_flags() == {"cudnn_allow_tf32": False, "matmul_allow_tf32": False}
+        if new_api:
+            assert torch.backends.cuda.matmul.fp32_precision == torch.backends.cudnn.conv.fp32_precision == "ieee"
+    finally:
+        ieee_float32()                  # as tests/torch_ref.py leaves them for the session

@@ -62,7 +62,7 @@ def test_training_follows_the_shared_parameters():
     # split in two, against the whole batch: each within the float64 floor of the forward
     torch = pytest.importorskip("torch")
     from .numerics import function_floor
-    from .test_torch_parity import torch_lenet
+    from .test_model_torch import torch_lenet
     theirs = torch_lenet()
     theirs.load_state_dict({k: torch.tensor(np.array(v)) for k, v in ln.LeNet(seed=1).state_dict().items()})
     floor = function_floor(theirs.double(), [x], np.ones((len(x), 10)))

@@ -95,8 +95,8 @@ def test_training_backward_is_not_the_eval_one():
 def ref():
     """torch and the float32 helpers of the torch parity tests (skips without torch)."""
     pytest.importorskip("torch", reason="the reference tests need torch==2.13.0 (pip install -e '.[test]')")
-    from .. import test_torch_parity
-    return test_torch_parity
+    from .. import torch_ref
+    return torch_ref
 
 
 CASES = {"2d": (nn.BatchNorm2d, (4, 3, 5, 6)), "2d-n1": (nn.BatchNorm2d, (1, 3, 4, 3)),

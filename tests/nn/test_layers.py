@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from lenet_np import nn
 
 from ..conftest import to_np
-from ..numerics import assert_gradcheck, function_floor
+from ..numerics import assert_gradcheck
 from .cases import LAYERS, NETWORKS, build
 
 IDS = [c.name for c in LAYERS]
@@ -40,32 +40,22 @@ def test_backward_matches_finite_differences(xp, case, data):
 @given(data=st.data())
 def test_forward_and_backward_match_torch(xp, case, data):
     torch = pytest.importorskip("torch", reason="the reference tests need torch==2.13.0 (pip install -e '.[test]')")
-    from ..torch_ref import ieee_float32, torch_device
-    ieee_float32()
+    from ..torch_ref import run_both
     q = data.draw(case.params, label="params")
     layer, x = build(case, q, xp)
     if case.ties and data.draw(st.booleans(), label="ties"):     # few distinct values, exact zeros
         rng = np.random.default_rng(q["seed"] + 1)
         x = xp.asarray(rng.integers(-2, 3, x.shape).astype(np.float32))
     params = [p for _, p in layer.named_parameters()]
-    torch_fn = case.torch_fn(torch.nn.functional, layer, q)
-    dev = torch_device(xp)
+    run_both(layer, case.torch_fn(torch.nn.functional, layer, q), x, xp, params, what=f"{case.name}: ")
 
-    y = layer(x)
-    g = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
-    gx = layer.backward(xp.asarray(g))
-    tx = torch.tensor(to_np(x), device=dev, requires_grad=True)
-    tparams = [torch.tensor(to_np(p.data), device=dev, requires_grad=True) for p in params]
-    ty = torch_fn(tx, *tparams)
-    ty.backward(torch.tensor(g, device=dev))
-    assert y.dtype == np.float32 and gx.dtype == np.float32
 
-    floor = function_floor(torch_fn, [to_np(x), *(to_np(p.data) for p in params)], g, device=dev)
-    for what, ours, theirs, key in [("forward", y, ty, "out"), ("input grad", gx, tx.grad, "grad:0"),
-                                    *((f"param {i} grad", p.grad, tp.grad, f"grad:{i + 1}")
-                                      for i, (p, tp) in enumerate(zip(params, tparams)))]:
-        floor.check(ours, key, what=f"{case.name}: lenet_np {what}")
-        floor.check(theirs, key, what=f"{case.name}: torch float32 {what} (cross-check of the bound)")
+def test_the_reference_runs_in_ieee_float32_not_tf32():
+    pytest.importorskip("torch", reason="the reference tests need torch==2.13.0 (pip install -e '.[test]')")
+    from benchmarks.torch_models import tf32_flags
+
+    from .. import torch_ref  # noqa: F401  (importing it turns TF32 off)
+    assert not any(tf32_flags().values()), tf32_flags()
 
 
 # -- 3. no writes -----------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import lenet_np as ln
 from lenet_np import nn
 
 from ..conftest import to_np
-from ..numerics import FD_TOL
+from ..numerics import FD_TOL, function_floor
 
 pytestmark = pytest.mark.numerics   # run again at a lower SIMD level: make test-numerics-low
 
@@ -65,3 +65,31 @@ def test_cross_entropy_matches_finite_differences(xp, n, k, seed, scale):
     a, fd = to_np(analytic), to_np(numeric)
     rounding = 8 * np.finfo(np.float64).eps / 2 * (np.abs(z).max() + np.log(k)) / h + h**2
     assert np.abs(a - fd).max() <= FD_TOL * np.abs(a).max() + rounding, (np.abs(a - fd).max(), rounding)
+
+
+@pytest.fixture(scope="module")
+def torch_ref():
+    pytest.importorskip("torch", reason="the reference tests need torch==2.13.0 (pip install -e '.[test]')")
+    from .. import torch_ref
+    return torch_ref
+
+
+@pytest.mark.numerics   # run again at a lower SIMD level: make test-numerics-low
+@given(n=st.integers(1, 16), k=st.integers(2, 12), seed=st.integers(0, 2**16),
+       scale=st.sampled_from([1.0, 30.0, 1000.0]))
+def test_cross_entropy_matches_torch(torch_ref, xp, n, k, seed, scale):
+    torch, F = torch_ref.torch, torch_ref.torch.nn.functional
+    rng = np.random.default_rng(seed)
+    z = (rng.standard_normal((n, k)) * scale).astype(np.float32)
+    y = rng.integers(0, k, n)
+    loss_fn = nn.CrossEntropyLoss()
+    loss = loss_fn(xp.asarray(z), xp.asarray(y))
+    grad = loss_fn.backward()
+    tz = torch_ref.T(z)
+    tl = F.cross_entropy(tz, torch.tensor(y))
+    tl.backward()
+    assert isinstance(loss, float)
+    floor = function_floor(lambda t: F.cross_entropy(t, torch.tensor(y)), [z])
+    for what, ours, theirs, key in [("loss", loss, tl, "out"), ("logit grad", grad, tz.grad, "grad:0")]:
+        floor.check(ours, key, what=f"lenet_np {what}")
+        floor.check(theirs, key, what=f"torch float32 {what} (cross-check of the bound)")

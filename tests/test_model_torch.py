@@ -1,5 +1,7 @@
-"""The book's other LeNets (variant="d2l" and "batchnorm") against the book's torch models,
-their evaluation order, and DataParallel with batch statistics."""
+"""Every LeNet of the book against the book's torch models: the first network (state_dict,
+repr, forward and backward, float32 ties), the d2l and batchnorm variants (layouts,
+initialisation, one step, training with running statistics, their evaluation order), and
+DataParallel with batch statistics."""
 
 from __future__ import annotations
 
@@ -17,47 +19,96 @@ from lenet_np.parallel import DataParallel, uses_batch_statistics
 from .conftest import to_np
 
 torch = pytest.importorskip("torch", reason="the reference tests need torch==2.13.0 (pip install -e '.[test]')")
+from benchmarks.torch_models import book_model as torch_book  # noqa: E402  (the book's models, verbatim)
+
 from .numerics import function_floor, torch_floor, torch_step_floor  # noqa: E402
-from .test_torch_parity import assert_close, torch_device  # noqa: E402  (after the importorskip)
+from .torch_ref import T, assert_close, torch_device  # noqa: E402  (after the importorskip)
 
 pytestmark = pytest.mark.numerics   # run again at a lower SIMD level: make test-numerics-low
 
 F = torch.nn.functional
-tnn = torch.nn
 NEW = ("d2l", "batchnorm")
 
 
-# -- the book's torch models, verbatim layer lists -----------------------------------------
-def book_layers(variant, act=tnn.Sigmoid, pool=tnn.AvgPool2d):
-    if variant == "d2l":
-        return [tnn.Conv2d(1, 6, kernel_size=5, padding=2), act(), pool(kernel_size=2, stride=2),
-                tnn.Conv2d(6, 16, kernel_size=5), act(), pool(kernel_size=2, stride=2), tnn.Flatten(),
-                tnn.Linear(16 * 5 * 5, 120), act(), tnn.Linear(120, 84), act(), tnn.Linear(84, 10)]
-    return [tnn.Conv2d(1, 6, kernel_size=5), tnn.BatchNorm2d(6), act(), pool(kernel_size=2, stride=2),
-            tnn.Conv2d(6, 16, kernel_size=5), tnn.BatchNorm2d(16), act(), pool(kernel_size=2, stride=2),
-            tnn.Flatten(), tnn.Linear(256, 120), tnn.BatchNorm1d(120), act(),
-            tnn.Linear(120, 84), tnn.BatchNorm1d(84), act(), tnn.Linear(84, 10)]
+# -- the first network ------------------------------------------------------------------------
+def torch_lenet(seed=0):
+    """The first network, verbatim (Dive into Deep Learning), initialised by torch from ``seed``."""
+    return torch_book("classic", seed=seed)
 
 
-class LeNet(tnn.Module):
-    """The book's model: one nn.Sequential named ``net``, weights Xavier-uniform (init_cnn)."""
-
-    def __init__(self, variant, act=tnn.Sigmoid, pool=tnn.AvgPool2d):
-        super().__init__()
-        self.net = tnn.Sequential(*book_layers(variant, act, pool))
-        for m in self.modules():
-            if type(m) in (tnn.Linear, tnn.Conv2d):
-                tnn.init.xavier_uniform_(m.weight)
-
-    def forward(self, x):
-        return self.net(x)
+def test_lenet_state_dict_layout_matches_torch():
+    ours, theirs = ln.LeNet(seed=0), torch_lenet()
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    for (k, a), (_, b) in zip(ours.state_dict().items(), theirs.state_dict().items()):
+        assert a.shape == tuple(b.shape), k
+    assert ours.num_parameters() == sum(p.numel() for p in theirs.parameters()) == 44426
+    # both ways: torch weights into ours, ours into torch
+    ours.load_state_dict(theirs.state_dict())
+    theirs.load_state_dict({k: torch.tensor(v) for k, v in ln.LeNet(seed=5).state_dict().items()})
 
 
-def torch_book(variant, seed=0, dtype=torch.float32, **kw):
-    torch.manual_seed(seed)
-    return LeNet(variant, **kw).to(dtype)
+def test_lenet_repr_reads_like_torch():
+    ours = repr(ln.LeNet()).splitlines()
+    theirs = repr(torch_lenet()).splitlines()
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        assert a.split("(")[:2] == b.split("(")[:2]   # same names and nesting
 
 
+@pytest.mark.parametrize("batch", [1, 7, 64])
+def test_lenet_forward_backward(xp, batch):
+    lenet_against_torch(xp, torch_lenet(seed=batch), np.random.default_rng(batch), batch)
+
+
+def against_floor(floor, ours: dict, theirs: dict, float32_ties=False):
+    """Each of ours and torch's float32 values (a cross-check) within the floor's bound; with
+    float32_ties, ours within twice the bound of torch's float32 values instead (both route
+    max-pool gradients by float32 ties that float64 does not have)."""
+    for key, value in ours.items():
+        if float32_ties:
+            floor.check_pair(value, theirs[key], key, what=f"lenet_np against torch float32: {key}")
+            continue
+        floor.check(value, key, what=f"lenet_np {key}")
+        floor.check(theirs[key], key, what=f"torch float32 {key} (cross-check of the bound)")
+
+
+def lenet_against_torch(xp, theirs, rng, batch, float32_ties=False):
+    """LeNet with torch's weights and torch on one random batch: loss, logits, input and
+    parameter gradients within the float64 floor of the step."""
+    ours = ln.LeNet(seed=1)
+    ours.load_state_dict(theirs.state_dict())
+    ours.to("cuda" if xp is not np else "cpu")
+    dev = torch_device(xp)
+    theirs.to(dev)
+    x = rng.random((batch, 1, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, batch)
+    floor = torch_step_floor(theirs, x, y, device=dev)
+    loss_fn = nn.CrossEntropyLoss()
+    out = ours(xp.asarray(x))
+    loss = loss_fn(out, xp.asarray(y))
+    gx = ours.backward(loss_fn.backward())
+    tx = T(x, dev)
+    tout = theirs(tx)
+    tl = F.cross_entropy(tout, torch.tensor(y, device=dev))
+    tl.backward()
+    against_floor(floor, dict(out=out, loss=loss, input=gx, **grads(ours)),
+                  dict(out=tout, loss=tl, input=tx.grad, **grads(theirs)), float32_ties)
+
+
+def grads(net) -> dict:
+    return {"grad:" + n: p.grad for n, p in net.named_parameters()}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 8, 9, 20, 23])
+def test_lenet_gradients_match_torch_for_many_initialisations(xp, seed):
+    """The gradient goes to the first maximum of the *sigmoid outputs*, as torch's: float32
+    sigmoids of distinct values can tie, and routing by the values before the sigmoid
+    (pooling first in training) failed this for torch seeds 8, 9, 20 and 23 of 0-39 with
+    this batch, with errors up to 0.1."""
+    lenet_against_torch(xp, torch_lenet(seed=seed), np.random.default_rng(64), 64, float32_ties=True)
+
+
+# -- the d2l and batchnorm variants ----------------------------------------------------------
 def to_torch_state(net):
     return {k: torch.tensor(np.array(to_np(v))) for k, v in net.state_dict().items()}
 
@@ -197,8 +248,7 @@ def test_forward_backward_match_torch(xp, variant, batch):
 @pytest.mark.parametrize("variant", NEW)
 @pytest.mark.parametrize("act,pool", [("relu", "max"), ("sigmoid", "max")])
 def test_variations_match_torch(xp, variant, act, pool):
-    theirs = torch_book(variant, seed=3, act={"relu": tnn.ReLU, "sigmoid": tnn.Sigmoid}[act],
-                        pool={"max": tnn.MaxPool2d, "avg": tnn.AvgPool2d}[pool])
+    theirs = torch_book(variant, seed=3, activation=act, pool=pool)
     one_step_against_torch(xp, variant, theirs, 16, 3, activation=act, pool=pool)
 
 

@@ -16,17 +16,35 @@ import contextlib
 import numpy as np
 
 import lenet_np as ln
+from lenet_np import backend
 from lenet_np.nn import activation
 from lenet_np.nn.activation import sigmoid
 from lenet_np.nn.fast import conv as conv_module
 from lenet_np.nn.fast import pooling as fast_pooling
 from lenet_np.nn.fast.pooling import backward_through
-from lenet_np.nn.im2col import col2im_wide, conv_transpose_wide, im2col_wide, image_bands, reusable
+from lenet_np.nn.im2col import conv_transpose_wide, im2col_wide, image_bands, reusable
 from lenet_np.parallel import DataParallel, default_workers
 
 from .datasets import random_batch
 from .report import fmt_time, md_table
 from .timing import measure
+
+
+def col2im_wide(dcols, x_shape_cnhw, kh, kw, ph=0, pw=0):
+    """The adjoint of im2col_wide, written out: (C*KH*KW, N*OH*WP) -> (C, N, H, W), each
+    kernel offset's columns added back onto the flat padded images. The two-step input
+    gradient col2im_wide(Wm.T @ g) is what conv_transpose_wide does without the columns in
+    between: the "before" side of its row here, and its oracle in tests/nn/test_im2col.py."""
+    xp = backend.get_array_module(dcols)
+    c, n, h, w = x_shape_cnhw
+    hp, wp = h + 2 * ph, w + 2 * pw
+    length = (hp - kh + 1) * wp
+    dcols = dcols.reshape(c, kh, kw, n, length)
+    flat = xp.zeros((c, n, hp * wp + kw - 1), dtype=dcols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            flat[:, :, i * wp + j:i * wp + j + length] += dcols[:, i, j]
+    return flat[:, :, :hp * wp].reshape(c, n, hp, wp)[:, :, ph:ph + h, pw:pw + w]
 
 
 def naive_sigmoid(x):

@@ -111,23 +111,9 @@ def im2col_wide(x_cnhw, kh: int, kw: int, ph: int = 0, pw: int = 0):
     return cols.reshape(c * kh * kw, n * length), (oh, ow, wp)
 
 
-def col2im_wide(dcols, x_shape_cnhw, kh: int, kw: int, ph: int = 0, pw: int = 0):
-    """The adjoint of im2col_wide: (C*KH*KW, N*OH*WP) -> (C, N, H, W)."""
-    xp = backend.get_array_module(dcols)
-    c, n, h, w = x_shape_cnhw
-    hp, wp = h + 2 * ph, w + 2 * pw
-    length = (hp - kh + 1) * wp
-    dcols = dcols.reshape(c, kh, kw, n, length)
-    flat = xp.zeros((c, n, hp * wp + kw - 1), dtype=dcols.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            start = i * wp + j
-            flat[:, :, start:start + length] += dcols[:, i, j]
-    return flat[:, :, :hp * wp].reshape(c, n, hp, wp)[:, :, ph:ph + h, pw:pw + w]
-
-
 def conv_transpose_wide(weight, g, x_shape_cnhw, ph: int = 0, pw: int = 0):
-    """col2im_wide(Wm.T @ g) without the (C*KH*KW, N*OH*WP) columns in between.
+    """The adjoint of im2col_wide applied to Wm.T @ g, without the (C*KH*KW, N*OH*WP) columns
+    in between (benchmarks/ablation.py keeps the two-step form, col2im of those columns).
 
     weight (O, C, KH, KW), g (O, N*OH*WP) -> (C, N, H, W). One kernel row i at a time:
     W[:, :, i, :] as a (KW*C, O) matrix times g gives the column slabs of that row's KW

@@ -7,28 +7,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lenet_np import backend
+from benchmarks.ablation import col2im_wide
 from lenet_np.nn.im2col import col2im, conv_output_size, conv_transpose_wide, im2col, im2col_wide
 
 from ..conftest import to_np
 
 pytestmark = pytest.mark.numerics   # run again at a lower SIMD level: make test-numerics-low
-
-
-def col2im_wide(dcols, x_shape_cnhw, kh, kw, ph=0, pw=0):
-    """The adjoint of im2col_wide, written out: (C*KH*KW, N*OH*WP) -> (C, N, H, W), each
-    kernel offset's columns added back onto the flat padded images. conv_transpose_wide
-    must equal col2im_wide(Wm.T @ g)."""
-    xp = backend.get_array_module(dcols)
-    c, n, h, w = x_shape_cnhw
-    hp, wp = h + 2 * ph, w + 2 * pw
-    length = (hp - kh + 1) * wp
-    dcols = dcols.reshape(c, kh, kw, n, length)
-    flat = xp.zeros((c, n, hp * wp + kw - 1), dtype=dcols.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            flat[:, :, i * wp + j:i * wp + j + length] += dcols[:, i, j]
-    return flat[:, :, :hp * wp].reshape(c, n, hp, wp)[:, :, ph:ph + h, pw:pw + w]
 
 
 @given(n=st.integers(1, 3), c=st.integers(1, 3), h=st.integers(1, 9), w=st.integers(1, 9),

@@ -65,7 +65,7 @@ def md_table(headers, rows, align=None) -> str:
 
 def write_json(path, obj) -> None:
     def default(o):
-        if isinstance(o, Stats):
+        if isinstance(o, Stats) or callable(getattr(o, "to_json", None)):     # Stats, DeviceProfile
             return o.to_json()
         if isinstance(o, (np.integer, np.floating)):
             return o.item()
@@ -80,8 +80,9 @@ def write_json(path, obj) -> None:
 def write_report(out_dir, stem, header, head, ctx) -> tuple[Path, Path]:
     """``stem``.md and ``stem``.json in ``out_dir``: the Markdown header lines, then the lines of
     each section (``ctx.lines``), then the errors (``ctx.errors``) if any; the JSON ``head``
-    (meta, machine, ...), then each section's values (``ctx.results``), then the errors where the
-    command collects them. Returns the two paths."""
+    (meta, machine, ...), then each section's values (``ctx.results``), then the sections
+    skipped and why (where any was), then the errors where the command collects them.
+    Returns the two paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     md = [*header, *ctx.lines]
@@ -89,5 +90,7 @@ def write_report(out_dir, stem, header, head, ctx) -> tuple[Path, Path]:
         md += ["## Errors", "", *[f"- {k}: `{v}`" for k, v in ctx.errors.items()], ""]
     md_path, json_path = out_dir / f"{stem}.md", out_dir / f"{stem}.json"
     md_path.write_text("\n".join(md))
-    write_json(json_path, {**head, **ctx.results, **({} if ctx.errors is None else {"errors": ctx.errors})})
+    skipped = getattr(ctx, "skipped", None)
+    write_json(json_path, {**head, **ctx.results, **({"skipped": skipped} if skipped else {}),
+                           **({} if ctx.errors is None else {"errors": ctx.errors})})
     return md_path, json_path

@@ -8,6 +8,8 @@ import math
 import os
 import subprocess
 import sys
+import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -80,27 +82,53 @@ def test_flop_count_matches_the_layer_shapes():
     assert sum(r["macs"] for r in flops["layers"]) == macs
 
 
-def test_gpu_check_script_runs_end_to_end_on_the_cpu(tmp_path):
-    """`make gpu-check` gets one try on a lent GPU: its --cpu-smoke mode runs the same code
-    on the CuPy stand-in (pytest on one file, the cupy contender, every section), so a broken
-    script shows here, not on the GPU's clock."""
+GPU_REPORT_HEADINGS = ["## Machine", "## Preflight", "## CuPy parity subset", "## Kernels per training step",
+                       "## One epoch", "## Per layer, batch 16, float32, on cuda", "## The first training steps",
+                       "## Per layer on this machine's CPU, batch 16", "## Examples/s against batch size"]
+
+
+def test_gpu_check_script_runs_every_section_on_the_cpu(tmp_path):
+    """`make gpu-check` gets one try on a lent GPU: its --cpu-smoke mode runs every section on
+    the CuPy stand-in (the preflight, a few parity tests, the profiler's timers, the children
+    of the first-step section, the CPU table), so a broken script shows here, not on the GPU's
+    clock; where torch.profiler records no CUDA activity, the report says so."""
+    from benchmarks import gpu_check
+
+    from . import cupy_standin
+
     repo = Path(__file__).resolve().parent.parent
     # A budget no loaded machine can exhaust: a section skipped for want of time would fail
     # this test on a slow or busy CPU, which says nothing about the script.
     run = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--cpu-smoke", "--budget", "100000",
-                          "--pytest-timeout", "100000", "--out", str(tmp_path)], cwd=repo, capture_output=True,
-                         text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(repo), "CUPY_TF32": "0"})
+                          "--out", str(tmp_path)], cwd=repo, capture_output=True,
+                         text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(repo), "CUPY_TF32": "0"})
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "Traceback" not in run.stdout + run.stderr
-    reports = sorted(p.name for p in tmp_path.iterdir())
-    assert any(n.endswith("-cpu-smoke.md") for n in reports) and "gpu-check.log" in reports, reports
-    report = next(tmp_path.glob("*-cpu-smoke.md")).read_text()
-    assert "tests/test_cupy_standin.py`: passed" in report and "lenet_np-cupy" in report
-    assert "FAILED" not in report and "## Errors" not in report, report
+    files = sorted(p.name for p in tmp_path.iterdir())
+    stem = next(n for n in files if n.endswith("-cpu-smoke.md"))[:-3]
+    assert {f"{stem}.md", f"{stem}.json", f"{stem}-parity.log", "gpu-check.log"} <= set(files), files
+    report = (tmp_path / f"{stem}.md").read_text()
+    assert [line for line in report.splitlines() if line.startswith("## ")] == GPU_REPORT_HEADINGS, report
+    assert "FAILED" not in report and "## Errors" not in report and "Skipped" not in report, report
+    assert "**passed**: 44 passed of 44 selected" in report
+    assert "no CUDA activity recorded" in report
+    assert "**Data: real Fashion-MNIST" in report or "**Data: synthetic images" in report
     assert "CUPY_TF32=0" in report           # CuPy's matmuls use TF32 only with CUPY_TF32=1: the report says which
-    res = json.loads(next(tmp_path.glob("*-cpu-smoke.json")).read_text())
-    assert res["gpu"]["cupy_tf32"] == "0" and list(res) == ["meta", "gpu", "torch", "machine", "tests", "end_to_end",
-                                                          "layers", "layers_gpu_time", "sweep", "errors"]
+    res = json.loads((tmp_path / f"{stem}.json").read_text())
+    assert res["gpu"]["cupy_tf32"] == "0" and list(res) == [
+        "meta", "gpu", "torch", "machine", *[k for s in gpu_check.SECTIONS for k in s.keys], "errors"]
+    assert res["errors"] == {} and all(r["ok"] for r in res["preflight"]["ops"].values())
+    assert res["parity"]["counts"] == {"PASSED": 44} and res["parity"]["not_run"] == 0
+    for variant in gpu_check.VARIANTS:
+        k = res["kernels"][variant]
+        assert k["profile"]["wall_s"] > 0 and k["profile"]["busy_s"] is None
+        if hasattr(cupy_standin, "count_launches"):             # the stand-in predicts the step's launches
+            assert k["predicted_total"] > 20 and k["predicted_total"] == pytest.approx(sum(k["predicted"].values()))
+    runs = {(r["variant"], r["cache"]): r for r in res["first_step"]}
+    assert set(runs) == {*((v, "empty") for v in gpu_check.VARIANTS), ("classic", "on disk")}
+    assert all("error" not in r and len(r["steps_s"]) == 4 and r["steady_s"] > 0 for r in runs.values()), runs
+    assert res["layers"]["step"]["forward"]["fast"]["device"]["busy_s"] is None
+    assert set(res["cpu_layers"]["step"]["forward"]) == {"fast", "reference", "torch"}
 
 
 def test_readme_loop_runs_the_readme_code_and_trains():
@@ -222,6 +250,180 @@ def test_run_sections_runs_the_chosen_in_order_and_records_failures(tmp_path, ca
         run_sections(sections[2:], Context(), watch=lambda s: {"n": 0})
     with pytest.raises(ValueError, match="not among its keys"):
         run_sections([Section("d", "D", "d", lambda ctx: Part({"other": 1}), keys=("d",))], Context())
+
+
+def test_a_section_runs_within_its_budget_or_is_skipped_with_a_note(tmp_path):
+    """With a command deadline, a section runs only while half its budget is left and reads its
+    own deadline; otherwise (or when it raises Skipped) the report says why, its keys null,
+    nothing recorded as an error."""
+    from benchmarks import report
+    from benchmarks.sections import Context, Part, Section, Skipped, run_sections, time_left
+
+    seen = {}
+
+    def measure(ctx):
+        seen["left"] = time_left(ctx)
+        return Part({"m": 1}, ["## M", ""])
+
+    def cannot(ctx):
+        raise Skipped("no GPU here.")
+
+    sections = [Section("m", "M", "m", measure, keys=("m",)),
+                Section("big", "Big one   ({x})", "b", measure, keys=("big",)),
+                Section("gpu", "G", "g", cannot, keys=("g",), heading="On the GPU")]
+    ctx = Context(errors={}, deadline=time.perf_counter() + 30)
+    run_sections(sections, ctx, watch=lambda s: {"x": 1}, budget=lambda s: {"m": 10, "big": 100}.get(s.name))
+    assert 0 < seen["left"] <= 10                          # its own budget, not the command's 30 s
+    assert ctx.results == {"m": 1, "big": None, "g": None} and ctx.errors == {}
+    assert set(ctx.skipped) == {"big", "gpu"} and "budget is 100 s" in ctx.skipped["big"]
+    md, js = report.write_report(tmp_path, "r", ["# R", ""], {}, ctx)
+    text = md.read_text()
+    assert "## Big one\n\nSkipped: out of time (" in text and "## On the GPU\n\nSkipped: no GPU here." in text
+    assert json.loads(js.read_text())["skipped"] == ctx.skipped
+
+
+def test_kernel_summary_counts_the_device_busy_time_once():
+    """Busy time is the union of the device intervals (overlapping kernels of two streams count
+    once, the gaps between them not at all); copies and fills are told from kernels; all per call."""
+    from benchmarks.timing import kernel_summary
+
+    events = [("k1", 0.0, 10.0), ("k2", 5.0, 15.0),          # overlap: busy 0..15
+              ("Memcpy HtoD (Pageable -> Device)", 20.0, 22.0), ("Memset (Device)", 30.0, 31.0),
+              ("k1", 40.0, 50.0)]
+    s = kernel_summary(events, calls=2, top=2)
+    assert s["busy_s"] == pytest.approx((15 + 2 + 1 + 10) * 1e-6 / 2)
+    assert s["kernels"] == 1.5 and s["copies"] == 1.0
+    assert s["top"] == [("k1", 1.0, pytest.approx(10e-6)), ("k2", 0.5, pytest.approx(5e-6))]
+    assert kernel_summary([], calls=3) is None
+
+
+def test_device_profile_says_what_it_could_not_record():
+    """The device timer measures the wall time and a span on the array module's CUDA events
+    (the stand-in's read the host clock); where torch.profiler records no CUDA activity (no
+    GPU, a CPU build of torch) the busy time is None and a note says why."""
+    from benchmarks.timing import NO_CUDA, device_profile
+
+    from . import cupy_standin
+
+    calls = []
+    p = device_profile(lambda: calls.append(1) or time.sleep(0.001), calls=5, warmup=1, cuda=cupy_standin.module)
+    assert len(calls) == 1 + 5 + 5 and p.calls == 5
+    assert p.wall_s >= 0.001 and p.span_s == pytest.approx(p.wall_s, rel=0.5)
+    assert not p.recorded and p.busy_s is None and p.kernels is None and p.busy_share is None
+    assert any(NO_CUDA in n for n in p.notes), p.notes
+    p = device_profile(lambda: None, calls=2, warmup=0, cuda=types.SimpleNamespace(cuda=None))
+    assert p.span_s is None and any("no cuda.Event" in n for n in p.notes)
+
+
+def test_parity_command_runs_the_cupy_cases_in_parallel_where_it_can(monkeypatch):
+    """The parity subset: the cupy cases of the files that matter on a GPU, verbose, with
+    pytest-xdist and pytest-timeout where installed and neither where not."""
+    from benchmarks import gpu_check
+
+    repo = Path(__file__).resolve().parent.parent
+    prof = gpu_check.PROFILES["gpu"]
+    assert all((repo / f).is_file() and "xp" in (repo / f).read_text() for f in prof["parity_files"])
+    monkeypatch.setattr(gpu_check, "has_module", lambda name: True)
+    monkeypatch.setattr(gpu_check.importlib.metadata, "version", lambda dist: "3.8.0")
+    cmd = gpu_check.parity_command(prof, limit=60, workers=8)
+    assert cmd[-len(prof["parity_files"]):] == list(prof["parity_files"])
+    joined = " ".join(cmd)
+    assert "-k cupy " in joined and " -v " in joined and "-n 8 --dist worksteal" in joined and "--timeout 40" in joined
+    assert "--timeout 5 " in " ".join(gpu_check.parity_command(prof, limit=2, workers=8))
+    monkeypatch.setattr(gpu_check, "has_module", lambda name: False)
+    cmd = gpu_check.parity_command(prof, limit=60, workers=8)
+    assert "-n" not in cmd and "--timeout" not in cmd
+
+
+def test_parity_output_is_read_with_or_without_xdist():
+    from benchmarks.gpu_check import parse_pytest_line
+
+    outcomes, found = {}, {}
+    for line in ["collected 181 items / 137 deselected / 44 selected",
+                 "tests/a.py::test_x[cupy-conv] PASSED                     [ 50%]",
+                 "tests/a.py::test_y[cupy] FAILED                         [100%]",
+                 "tests/a.py::test_y[cupy] PASSED"]:
+        parse_pytest_line(line, outcomes, found)
+    assert found == {"collected": 44}
+    assert outcomes == {"tests/a.py::test_x[cupy-conv]": "PASSED", "tests/a.py::test_y[cupy]": "FAILED"}
+    outcomes, found = {}, {}
+    for line in ["8 workers [164 items]", "", "[gw3] [  1%] PASSED tests/nn/test_layers.py::test_x[cupy-conv]",
+                 "[gw0] [ 12%] ERROR tests/test_optim.py::test_z[cupy-adam-kwargs0]",
+                 "FAILED tests/test_optim.py::test_q[cupy] - AssertionError: 1 != 2"]:
+        parse_pytest_line(line, outcomes, found)
+    assert found == {"collected": 164}
+    assert outcomes == {"tests/nn/test_layers.py::test_x[cupy-conv]": "PASSED",
+                        "tests/test_optim.py::test_z[cupy-adam-kwargs0]": "ERROR"}
+
+
+def test_parity_run_is_killed_at_its_limit_with_its_workers(tmp_path):
+    """The parity subset stops at its hard limit, its whole process group with it (pytest-xdist's
+    workers), and says what ran and what did not."""
+    from benchmarks.gpu_check import run_parity
+
+    script = ("import subprocess, sys, time\n"
+              "worker = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+              "print('collected 3 items', flush=True)\n"
+              "print(f'tests/a.py::t[cupy] PASSED   worker {worker.pid}', flush=True)\n"
+              "time.sleep(60)\n")
+    t0 = time.perf_counter()
+    res = run_parity([sys.executable, "-c", script], limit=3, log_path=tmp_path / "p.log")
+    assert time.perf_counter() - t0 < 30
+    assert res["timed_out"] and res["counts"] == {"PASSED": 1} and res["collected"] == 3 and res["not_run"] == 2
+    worker = int((tmp_path / "p.log").read_text().split("worker ")[1].split()[0])
+    for _ in range(50):                                    # gone, or a zombie waiting for init to reap it
+        stat = Path(f"/proc/{worker}/stat")
+        if not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"the parity run's worker {worker} outlived its limit")
+
+
+def test_staged_data_is_what_the_gpu_run_reads(tmp_path):
+    """`gpu_check.py --stage` copies the four files as lenet_np.data finds them (and threadpoolctl's
+    one file) into one folder that travels with the tree; the GPU run's data comes from there,
+    and its source says "real"."""
+    from benchmarks import datasets
+    from lenet_np.data import FILES, write_idx
+
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for field, name in FILES.items():
+        n = 30 if field.startswith("train") else 10
+        arr = rng.integers(0, 256, (n, 28, 28)) if field.endswith("images") else rng.integers(0, 10, n)
+        write_idx(src / (name + (".gz" if field != "test_labels" else "")), arr.astype(np.uint8))
+    root = tmp_path / ".gpu-data"
+    assert datasets.staged_data_dir(root) is None
+    copied = datasets.stage(root, data_dir=src, verify=False, log=lambda *a: None)
+    staged = datasets.staged_data_dir(root)
+    assert staged == root / "fashion-mnist" and sorted(p.name for p in staged.iterdir()) == sorted(
+        p.name for p in src.iterdir())
+    assert [p.name for p in copied["python"]] == ["threadpoolctl.py"] and datasets.staged_python_dir(root)
+    data = datasets.load_data("real", data_dir=staged)
+    assert data.source == f"real Fashion-MNIST ({staged})" and data.train_images.shape == (30, 28, 28)
+    assert datasets.load_data("real", data_dir=tmp_path / "nowhere").source.startswith("synthetic")
+
+
+def test_gpu_check_fits_twice_in_the_lent_machines_time():
+    """The section budgets add up to at most the script's 300 s, the docstring states each one,
+    and make gpu-check's time limit stops a run well before a second one would not fit in the
+    machine's 15 minutes (start-up of a few minutes included)."""
+    import re
+
+    from benchmarks import gpu_check
+
+    prof = gpu_check.PROFILES["gpu"]
+    assert [s.name for s in gpu_check.SECTIONS] == list(prof["budgets"])
+    assert sum(prof["budgets"].values()) + 5 <= prof["budget_s"] <= 300
+    doc = " ".join(gpu_check.__doc__.split())
+    for i, (name, seconds) in enumerate(prof["budgets"].items(), 1):
+        assert re.search(rf"{i}\. {name.replace('_', ' ')}, {seconds} s", doc, re.IGNORECASE), name
+    rule = (Path(__file__).resolve().parent.parent / "Makefile").read_text().split("\ngpu-check:")[1].split("\n\n")[0]
+    kill_after, limit = map(int, re.search(r"timeout -s INT -k (\d+) (\d+)", rule).groups())
+    assert prof["budget_s"] < limit and 2 * (limit + kill_after) <= 12 * 60
+    assert "--no-log" in rule and "tee -a" in rule and "gpu-check.log" in rule
 
 
 def test_cpu_benchmark_runs_the_chosen_sections_and_writes_its_report(tmp_path, monkeypatch, capsys):

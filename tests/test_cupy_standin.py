@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -118,20 +119,157 @@ def test_stand_in_offers_every_name_lenet_np_uses():
     assert not missing, f"lenet_np uses xp.{missing}, which the stand-in lacks"
 
 
+def parameters(fn):
+    """The parameter names of fn, and whether it takes any keyword; for a compiled (Cython)
+    function without a signature, read from the first line of its docstring, as
+    "fuse(*args, **kwargs)" or "Event.record(self, stream=None)"."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+        return [p.name for p in params], any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    except ValueError:
+        head = (fn.__doc__ or "").strip().splitlines()[0]
+        parts = head[head.index("(") + 1:head.rindex(")")].split(",")
+        names = [p.split("=")[0].split(":")[0].split()[-1] for p in parts if p.strip()]   # "int device_id"
+        return [n.lstrip("*") for n in names if n not in ("/", "*")], any(n.startswith("**") for n in names)
+
+
 def test_stand_in_names_and_keywords_exist_in_real_cupy():
     cupy = real_cupy()
     for name, kwargs in cs.NAMES.items():
         fn = getattr(cupy, name, None)
         assert fn is not None, f"cupy has no {name}"
-        params = inspect.signature(fn).parameters
-        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-        assert takes_any or set(kwargs) <= set(params), f"cupy.{name} takes {list(params)}, not all of {kwargs}"
+        params, takes_any = parameters(fn)
+        assert takes_any or set(kwargs) <= set(params), f"cupy.{name} takes {params}, not all of {kwargs}"
     for name in cs.UFUNCS:
         assert type(getattr(cupy, name)).__name__ == "ufunc", name
     for name in cs._METHODS:
         assert hasattr(cupy.ndarray, name), f"cupy.ndarray has no {name}"
     for name in xp_names_used_by_lenet_np():
         assert hasattr(cupy, name), f"lenet_np uses xp.{name}, which cupy lacks"
+
+
+def test_stand_in_cuda_timing_api_is_cupys():
+    """cuda.Event, cuda.Stream and their methods: the names and parameters of CuPy's."""
+    cupy = real_cupy()
+    for name in ("Device", "Event", "Stream", "get_elapsed_time", "get_current_stream"):
+        assert hasattr(cupy.cuda, name), f"cupy.cuda has no {name}"
+        ours, theirs = getattr(sp.cuda, name), getattr(cupy.cuda, name)
+        if not isinstance(ours, type):
+            assert parameters(ours)[0] == parameters(theirs)[0], name
+    for cls, methods in ((cs.Event, ("record", "synchronize")),
+                         (cs.Stream, ("record", "synchronize", "wait_event", "use", "__enter__", "__exit__"))):
+        real = getattr(cupy.cuda, cls.__name__)
+        assert parameters(cls.__init__)[0] == parameters(real.__init__)[0], cls.__name__
+        for m in methods:
+            assert parameters(getattr(cls, m))[0][1:] == parameters(getattr(real, m))[0][1:], f"{cls.__name__}.{m}"
+        assert hasattr(real, "done") and hasattr(cls, "done")
+    assert isinstance(cupy.cuda.Stream.null, cupy.cuda.Stream) and isinstance(sp.cuda.Stream.null, sp.cuda.Stream)
+    assert issubclass(cupy.cuda.runtime.CUDARuntimeError, RuntimeError)
+
+
+def compiled_strings(module):
+    """The string constants of a compiled CuPy module (Cython keeps them zlib-compressed in
+    the shared object), to find CuPy's own error messages; skip where none are found."""
+    data = Path(module.__file__).read_bytes()
+    found = []
+    for m in re.finditer(rb"\x78[\x01\x5e\x9c\xda]", data):
+        try:
+            text = zlib.decompressobj().decompress(data[m.start():m.start() + 4_000_000])
+        except zlib.error:
+            continue
+        if len(text) > 1000:
+            found.append(text.decode("utf-8", "replace"))
+    if not found:
+        pytest.skip(f"no compressed string table in {module.__file__}")
+    return "\n".join(found)
+
+
+def test_ufunc_at_refuses_what_cupy_refuses():
+    """ufunc.at: CuPy's scatter ops only, and only the dtypes of their atomics (the messages
+    and the ufuncs are checked against the installed CuPy where it imports)."""
+    idx = sp.asarray(np.array([0, 2, 2]))
+    for name, dtypes in cs._Ufunc.AT_DTYPES.items():
+        for dtype in ("bool", "int8", "int16", "int32", "int64", "uint8", "uint32", "uint64",
+                      "float16", "float32", "float64"):
+            a = sp.zeros(3, dtype=dtype)
+            if dtype in dtypes:
+                getattr(sp, name).at(a, idx, a.dtype.type(1))
+            else:
+                with pytest.raises(TypeError, match=f"cupy.{name}.at only supports"):
+                    getattr(sp, name).at(a, idx, a.dtype.type(1))
+    a = sp.zeros(3, dtype=np.float32)
+    with pytest.raises(TypeError):
+        sp.subtract.at(a, idx, 1.0)               # scatter subtract: int32 and uint32 only
+    with pytest.raises(TypeError):
+        sp.maximum.at(sp.zeros(3, dtype=np.float16), idx, 1.0)
+    with pytest.raises(TypeError, match="without b"):
+        sp.add.at(a, idx)                          # CuPy would scatter NaN; NumPy raises
+    with pytest.raises(NotImplementedError):
+        sp.exp.at(a, idx)
+    sp.subtract.at(a, slice(0, 2), 1.0)           # no index array: the plain ufunc, any dtype
+    sp.subtract.at(a, a < 0, 1.0)                  # a mask: a plain kernel, any dtype
+    sp.add.at(a, (idx,), sp.ones(3, dtype=np.float32))
+    assert sp.asnumpy(a).tolist() == [-1, -2, 2]         # [-1, -1, 0] -> [-2, -2, 0] -> + [1, 0, 2]
+
+    cupy = real_cupy()
+    scatter = {n for n in cs.UFUNCS if getattr(getattr(cupy, n), "_scatter_op", None)}
+    assert scatter == set(cs._Ufunc.AT), "the ufuncs with a scatter op differ from CuPy's"
+    strings = compiled_strings(importlib.import_module("cupy._core._routines_indexing"))
+    for name, dtypes in cs._Ufunc.AT_DTYPES.items():
+        assert f"cupy.{name}.at only supports {', '.join(dtypes)}" in strings, name
+
+
+def test_copy_is_honoured_as_in_cupy():
+    a = sp.asarray(np.arange(4, dtype=np.float32))
+    assert sp.asarray(a) is a and sp.asarray(a, copy=False) is a and sp.array(a, copy=None) is a
+    with cs.count_launches() as launches:
+        b = sp.array(a)                                   # copy=True by default
+        c = sp.asarray(a, copy=True)
+        d = sp.asarray(a, dtype=np.float64)               # copy=None: the cast copies
+    assert b is not a and c is not a and d.dtype == np.float64 and sum(launches.values()) == 3
+    for bad in (dict(dtype=np.float64), dict(order="F")):
+        x = a if "dtype" in bad else sp.ones((2, 3), dtype=np.float32)
+        with pytest.raises(ValueError, match="Unable to avoid copy"):
+            sp.asarray(x, copy=False, **bad)
+    host = np.arange(3.0)
+    e = sp.asarray(host, copy=False)                      # CuPy 14.2 copies host data in regardless
+    host[0] = 7
+    assert sp.asnumpy(e).tolist() == [0, 1, 2]
+    with pytest.raises(TypeError, match="casting"):
+        a.astype(np.float64, casting="unsafe")
+    assert a.astype(np.float32, copy=False) is not None
+    with pytest.raises(ValueError, match="Unsupported dtype"):
+        sp.asarray(np.array(["x"]))
+
+    real_cupy()
+    strings = compiled_strings(importlib.import_module("cupy._core.core"))
+    assert "Unable to avoid copy while creating an array as requested." in strings
+    assert "casting is not supported yet" in strings
+
+
+def test_cuda_events_and_streams_time_host_work():
+    start, end = sp.cuda.Event(), sp.cuda.Event()
+    with pytest.raises(sp.cuda.runtime.CUDARuntimeError):
+        sp.cuda.get_elapsed_time(start, end)             # never recorded
+    stream = sp.cuda.Stream(non_blocking=True)
+    with stream as s:
+        assert s is stream and sp.cuda.get_current_stream() is stream
+        start.record()
+        sum(range(20000))
+        stream.record(end)
+    assert sp.cuda.get_current_stream() == sp.cuda.Stream.null and sp.cuda.Stream.null.ptr == 0
+    with cs.count_host_reads() as reads:
+        end.synchronize()
+        stream.synchronize()
+    assert sum(reads.values()) == 2                     # each one waits for the device
+    ms = sp.cuda.get_elapsed_time(start, end)
+    assert isinstance(ms, float) and 0 < ms < 10_000 and end.done and stream.done
+    with pytest.raises(sp.cuda.runtime.CUDARuntimeError):
+        quiet = sp.cuda.Event(disable_timing=True)
+        quiet.record()
+        sp.cuda.get_elapsed_time(start, quiet)
+    with pytest.raises(ValueError, match="Timing must be disabled"):
+        sp.cuda.Event(interprocess=True)
 
 
 # -- no host sync in a training step ----------------------------------------------------------------

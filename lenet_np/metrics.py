@@ -5,12 +5,16 @@ Two files, each a CSV with a header or, when PATH ends in ``.json``, a JSON list
     PATH              one row per epoch, EPOCH_FIELDS:
                       epoch, loss, train_acc, test_acc, time_sec, examples_per_sec
     steps_path(PATH)  runs/m.csv -> runs/m.steps.csv: a row every --log-every steps and at the
-                      last step of each epoch, STEP_FIELDS then one column per parameter:
-                      epoch, step, loss, grad_norm:<parameter name> ... (named_parameters() order)
+                      last step of each epoch, STEP_FIELDS then one column per parameter,
+                      then the run's network (RUN_FIELDS, the same in every row):
+                      epoch, step, loss, grad_norm:<parameter name> ... (named_parameters() order),
+                      variant, activation, pool
 
-``write_rows`` writes either file atomically (the whole file or none). ``read_epochs`` and
-``read_steps`` read them back; a malformed file raises MetricsError, one line naming the
-file, the row where there is one, and the problem.
+``write_rows`` writes either file atomically (the whole file or none), ``write_steps`` the
+per-step rows with the run's settings. ``read_epochs`` and ``read_steps`` read them back; a
+malformed file raises MetricsError, one line naming the file, the row where there is one,
+and the problem. A per-step file written before the run's settings were recorded has no
+RUN_FIELDS columns: it reads the same, with no settings.
 """
 
 from __future__ import annotations
@@ -23,12 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import atomic_write
+from .checkpoint import NETWORK_SETTINGS, atomic_write
 
 EPOCH_FIELDS = ("epoch", "loss", "train_acc", "test_acc", "time_sec", "examples_per_sec")
 EPOCH_NEEDED = ("epoch", "loss", "train_acc", "test_acc")      # what a reader needs; the timings may be absent
 STEP_FIELDS = ("epoch", "step", "loss")
 GRAD_PREFIX = "grad_norm:"
+RUN_FIELDS = NETWORK_SETTINGS                                 # variant, activation, pool: which network ran
 
 
 class MetricsError(ValueError):
@@ -59,6 +64,13 @@ def write_rows(path, rows, fields=EPOCH_FIELDS) -> None:
         w.writerows(rows)
         data = buf.getvalue().encode()
     atomic_write(path, lambda f: f.write(data))
+
+
+def write_steps(path, rows, fields, settings: dict) -> None:
+    """Per-step rows (dicts with the keys ``fields``), each followed by the run's network
+    ``settings`` (RUN_FIELDS: variant, activation, pool), as ``write_rows`` writes them."""
+    run = {k: settings[k] for k in RUN_FIELDS}
+    write_rows(path, [{**r, **run} for r in rows], (*fields, *RUN_FIELDS))
 
 
 # -- reading ----------------------------------------------------------------------------------
@@ -150,6 +162,7 @@ def _steps_of(rows: list[dict]) -> dict:
             parsed.append(_step_row(r, names))
         except (ValueError, TypeError, AttributeError) as exc:
             raise ValueError(f"row {i}: {exc}") from None
+    settings = _run_settings(rows, [k for k in RUN_FIELDS if k in keys])
     epoch = np.array([p[0] for p in parsed], dtype=np.int64)
     step = np.array([p[1] for p in parsed], dtype=np.int64)
     backwards = (np.diff(step) <= 0) | (np.diff(epoch) < 0)
@@ -158,11 +171,37 @@ def _steps_of(rows: list[dict]) -> dict:
                          "from row to row")
     return {"epoch": epoch, "step": step, "loss": np.array([p[2] for p in parsed], dtype=np.float64),
             "grad_norms": {name: np.array([p[3][j] for p in parsed], dtype=np.float64)
-                           for j, name in enumerate(names)}}
+                           for j, name in enumerate(names)},
+            "settings": settings}
+
+
+def _run_settings(rows: list[dict], keys: list[str]) -> dict:
+    """The run's settings of the columns ``keys``: each a word, the same in every row."""
+    settings = {}
+    for key in keys:
+        first = rows[0][key]
+        for i, r in enumerate(rows, start=1):
+            value = r[key]
+            if not isinstance(value, str) or not value.isidentifier():
+                raise ValueError(f"row {i}: {key} {value!r} is not a name such as {_EXAMPLE[key]!r}")
+            if value != first:
+                raise ValueError(f"row {i}: {key} is {value!r}, row 1 says {first!r}; a file holds one run")
+        settings[key] = first
+    return settings
+
+
+_EXAMPLE = {"variant": "classic", "activation": "sigmoid", "pool": "max"}
+
+
+def steps_from_rows(rows) -> dict:
+    """Per-step rows as dicts (a StepLog's, as the checkpoint holds them) in the arrays of ``read_steps``."""
+    return _steps_of(list(rows))
 
 
 def read_steps(path) -> dict:
     """A per-step file as NumPy arrays: {"epoch": int (R,), "step": int (R,), "loss": float (R,),
-    "grad_norms": {parameter name: float (R,)}}, one entry per ``grad_norm:<name>`` column in
-    the file's order; other columns are ignored. MetricsError for a malformed file."""
+    "grad_norms": {parameter name: float (R,)}, "settings": {"variant": ..., "activation": ...,
+    "pool": ...}}, one entry of grad_norms per ``grad_norm:<name>`` column in the file's order,
+    one of settings per RUN_FIELDS column the file has (none in a file of an older version);
+    other columns are ignored. MetricsError for a malformed file."""
     return _read(path, "steps", "per-step", _steps_of)

@@ -336,7 +336,7 @@ VISUALIZE = {"--checkpoint": CHECKPOINT,
              "--data-dir": DATA_DIR,
              "--image": Flag(("0", "31", "32"), ("-1", "x", ""),
                              (("100000", "--image must lie in 0.."), (HUGE, "--image must lie in 0.."))),
-             "--max-misclassified": MAX_MISTAKES, "--max-mistakes": MAX_MISTAKES,
+             "--max-mistakes": MAX_MISTAKES,
              "--steps": Flag(("{steps}", ("{steps}", "{steps}")), ("{missing}", "{empty}", ("{steps}",) * 5),
                              (("{bad_csv}", "steps {bad_csv}: cannot read it as per-step metrics"),
                               ("{csv}", "steps {csv}: cannot read it as per-step metrics"))),
@@ -545,7 +545,7 @@ IDX_DAMAGE = ["bad magic", "wrong rank", "not an IDX file", "truncated", "trunca
 
 
 def fail_if_training_starts(monkeypatch):
-    monkeypatch.setattr(train, "iterate_batches", lambda *a, **k: pytest.fail("training started"))
+    monkeypatch.setattr("lenet_np.training.iterate_batches", lambda *a, **k: pytest.fail("training started"))
 
 
 def one_error_line(capsys, *must) -> str:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import lenet_np as ln
-from lenet_np import checkpoint, data, evaluate, metrics, train
+from lenet_np import checkpoint, data, evaluate, metrics, train, visualize
 from lenet_np.model import VARIANTS
 
 
@@ -63,6 +63,7 @@ def test_trains_and_writes_checkpoint_metrics_plot(toy, tmp_path, capsys):
     assert metrics.read_epochs(csv_path) == checkpoint.load(ck)["meta"]["history"]   # what was written, read back
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert train.plot_curves is visualize.plot_curves            # --plot draws visualize's curves.png
     meta = checkpoint.load(ck)["meta"]
     assert meta["epoch"] == 3 and meta["step"] == 0 and meta["settings"]["lr"] == 0.01
     assert list(params(ck)) == list(ln.LeNet().state_dict())
@@ -417,179 +418,3 @@ def test_older_checkpoints_load_evaluate_and_resume(toy, tmp_path, capsys, varia
     expected = " or ".join(map(repr, VARIANTS))
     with pytest.raises(checkpoint.CheckpointError, match=f"settings.variant is 'resnet', expected {expected}"):
         checkpoint.load(ck)
-
-
-# -- per-step metrics ---------------------------------------------------------------------------
-def read_rows(path):
-    if path.suffix == ".json":
-        return json.loads(path.read_text())
-    with open(path, newline="") as f:
-        return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
-
-
-def test_step_metrics_rows_columns_and_losses(toy, tmp_path):
-    csv_path = tmp_path / "m.csv"
-    assert run(toy, "--epochs", 2, "--metrics", csv_path, "--log-every", 4, "--workers", 1) == 0
-    steps_file = tmp_path / "m.steps.csv"
-    header = steps_file.read_text().splitlines()[0].split(",")
-    names = [n for n, _ in ln.LeNet().named_parameters()]
-    assert header == ["epoch", "step", "loss"] + [f"grad_norm:{n}" for n in names]
-    rows = read_rows(steps_file)
-    # 6 steps an epoch: every 4th step and the last step of each epoch
-    assert [(r["epoch"], r["step"]) for r in rows] == [(1, 4), (1, 6), (2, 8), (2, 12)]
-    history = read_rows(csv_path)
-    for epoch, windows in ((1, (4, 2)), (2, (2, 4))):     # the rows' losses average to the epoch's
-        ls = [r["loss"] for r in rows if r["epoch"] == epoch]
-        assert np.average(ls, weights=windows) == pytest.approx(history[epoch - 1]["loss"], rel=1e-5)
-    assert all(r[f"grad_norm:{n}"] > 0 for r in rows for n in names)
-    # the first step's norms, replayed: the initial network on the first batch
-    assert run(toy, "--epochs", 1, "--metrics", csv_path, "--log-every", 1, "--workers", 1) == 0
-    first = read_rows(steps_file)[0]
-    assert first["step"] == 1 and len(read_rows(steps_file)) == 6
-    fm = data.load_fashion_mnist(toy)
-    x, y = next(data.iterate_batches(fm.train_images, fm.train_labels, 32, shuffle=True,
-                                     rng=np.random.default_rng([0, 1])))
-    net, loss_fn = ln.LeNet(seed=0), ln.nn.CrossEntropyLoss()
-    loss = loss_fn(net(x), y)
-    net.backward(loss_fn.backward(), input_grad=False)
-    assert first["loss"] == pytest.approx(loss, rel=1e-6)
-    for name, p in net.named_parameters():
-        assert first[f"grad_norm:{name}"] == pytest.approx(float(np.linalg.norm(p.grad)), rel=1e-5), name
-
-
-def test_step_metrics_json_and_variant_names(toy, tmp_path):
-    path = tmp_path / "m.json"
-    assert run(toy, "--variant", "d2l", "--epochs", 1, "--metrics", path) == 0
-    rows = json.loads((tmp_path / "m.steps.json").read_text())
-    assert [r["step"] for r in rows] == [6]                       # --log-every 10: only the epoch's last step
-    assert list(rows[0]) == ["epoch", "step", "loss"] + [f"grad_norm:{n}" for n, _ in
-                                                          ln.LeNet(variant="d2l").named_parameters()]
-    assert metrics.steps_path("runs/metrics.csv").as_posix() == "runs/metrics.steps.csv"
-    assert metrics.read_steps(tmp_path / "m.steps.json")["step"].tolist() == [6]
-
-
-def test_step_metrics_resume_after_ctrl_c_as_an_uninterrupted_run(toy, tmp_path, monkeypatch, capsys):
-    """Interrupted mid-window (step 9 of 12, rows every 4 steps) and resumed: the same rows as
-    a run that was never stopped, the window's loss included."""
-    full, part = tmp_path / "full", tmp_path / "part"
-    assert run(toy, "--epochs", 2, "--metrics", full / "m.csv", "--log-every", 4) == 0
-    calls = {"n": 0}
-    real_step = ln.optim.Adam.step
-
-    def step_then_ctrl_c(self):
-        real_step(self)
-        calls["n"] += 1
-        if calls["n"] == 9:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    monkeypatch.setattr(ln.optim.Adam, "step", step_then_ctrl_c)
-    ck = part / "ck.npz"
-    with pytest.raises(SystemExit):
-        run(toy, "--epochs", 2, "--checkpoint", ck, "--metrics", part / "m.csv", "--log-every", 4)
-    meta = checkpoint.load(ck)["meta"]
-    assert meta["global_step"] == 9 and [r["step"] for r in meta["steps"]] == [4, 6, 8]
-    monkeypatch.setattr(ln.optim.Adam, "step", real_step)
-    damaged = dict(meta, steps=[{"epoch": 1, "step": 4, "loss": 2.0}])
-    checkpoint.save(tmp_path / "damaged.npz", *ln_net_and_opt(ck), damaged)
-    capsys.readouterr()
-    assert run(toy, "--resume", tmp_path / "damaged.npz", "--metrics", part / "x.csv") == 1
-    assert "a per-step metrics row has the keys epoch, step, loss, expected" in capsys.readouterr().err
-    assert run(toy, "--resume", ck, "--metrics", part / "m.csv") == 0      # --log-every from the checkpoint
-    assert (part / "m.steps.csv").read_text() == (full / "m.steps.csv").read_text()
-
-
-def ln_net_and_opt(path):
-    """The network and optimizer a seed checkpoint holds."""
-    net = ln.LeNet()
-    opt = ln.optim.Adam(net.parameters())
-    checkpoint.load_into(path, net, opt)
-    return net, opt
-
-
-def test_step_metrics_on_the_device_read_back_once_per_check(toy, tmp_path):
-    """On a GPU the rows wait on the device and are read back together at the loop's periodic
-    checks (every 50 steps and at the end of an epoch): one transfer, not one per row."""
-    from lenet_np import backend
-
-    from .conftest import REAL_GPU
-    from .cupy_standin import count_host_reads
-    if REAL_GPU:
-        pytest.skip("counts the stand-in's host reads")
-    argv = ["--data-dir", str(toy), "--device", "cuda", "--batch-size", "4", "--epochs", "1", "--quiet"]
-    assert backend.cupy_available()
-    with count_host_reads() as plain:
-        assert train.main(argv) == 0
-    with count_host_reads() as logged:
-        assert train.main(argv + ["--metrics", str(tmp_path / "m.csv"), "--log-every", "2"]) == 0
-    assert len(read_rows(tmp_path / "m.steps.csv")) == 24                 # 48 steps, a row every 2
-    extra = sum(logged.values()) - sum(plain.values())
-    assert 1 <= extra <= 2, (dict(plain), dict(logged))      # the check at step 48, and the epoch's end
-
-
-# -- the metrics files: lenet_np.metrics writes and reads them ---------------------------------
-HISTORY = [{"epoch": 1, "loss": 1.8135, "train_acc": 0.328, "test_acc": 0.586, "time_sec": 4.1,
-            "examples_per_sec": 14634.1},
-           {"epoch": 2, "loss": 0.9512, "train_acc": 0.63, "test_acc": 0.69, "time_sec": 4.0,
-            "examples_per_sec": 15000.0}]
-STEP_ROWS = [{"epoch": 1, "step": 10, "loss": 2.31, "grad_norm:conv.0.weight": 1.5e-06, "grad_norm:fc.4.bias": 0.25},
-             {"epoch": 2, "step": 20, "loss": 1.9, "grad_norm:conv.0.weight": 0.0, "grad_norm:fc.4.bias": 0.125}]
-
-
-@pytest.mark.parametrize("suffix", [".csv", ".json"])
-def test_metrics_files_read_back_what_was_written(tmp_path, suffix):
-    path = tmp_path / f"m{suffix}"
-    metrics.write_rows(path, HISTORY)
-    assert metrics.read_epochs(path) == HISTORY
-    fields = metrics.step_fields(["conv.0.weight", "fc.4.bias"])
-    assert fields == tuple(STEP_ROWS[0])
-    metrics.write_rows(metrics.steps_path(path), STEP_ROWS, fields)
-    steps = metrics.read_steps(tmp_path / f"m.steps{suffix}")
-    assert steps["epoch"].tolist() == [1, 2] and steps["step"].tolist() == [10, 20]
-    assert steps["loss"].tolist() == [2.31, 1.9]
-    assert {k: v.tolist() for k, v in steps["grad_norms"].items()} == {"conv.0.weight": [1.5e-06, 0.0],
-                                                                      "fc.4.bias": [0.25, 0.125]}
-    if suffix == ".csv":
-        assert path.read_text().splitlines()[0] == ",".join(metrics.EPOCH_FIELDS)
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
-
-
-def test_per_epoch_rows_need_the_four_numbers_and_keep_the_timings():
-    plain = [{"epoch": "3", "loss": "0.5", "train_acc": "0.8", "test_acc": "0.79"}]
-    assert metrics.epoch_rows(plain) == [{"epoch": 3, "loss": 0.5, "train_acc": 0.8, "test_acc": 0.79}]
-    assert metrics.epoch_rows(HISTORY) == HISTORY and metrics.epoch_rows([]) == []
-    with pytest.raises(ValueError, match="row 2: missing column"):
-        metrics.epoch_rows([HISTORY[0], {"epoch": 2}])
-
-
-MALFORMED_EPOCHS = {
-    "no test_acc column": ("m.csv", "epoch,loss,train_acc\n1,2.0,0.3\n",
-                           "missing column(s) test_acc; expected epoch, loss, train_acc, test_acc"),
-    "not a number": ("m.csv", "epoch,loss,train_acc,test_acc\n1,2.0,0.3,0.5\n2,x,0.3,0.5\n",
-                     "row 2: could not convert string to float: 'x'"),
-    "an empty value": ("m.csv", "epoch,loss,train_acc,test_acc\n1,,0.3,0.5\n", "row 1: no number for loss"),
-    "a short row": ("m.csv", "epoch,loss,train_acc,test_acc\n1,2.0,0.3\n", "row 1: no number for test_acc"),
-    "a long row": ("m.csv", "epoch,loss,train_acc,test_acc\n1,2.0,0.3,0.5,9\n", "row 1: too many values"),
-    "a fractional epoch": ("m.csv", "epoch,loss,train_acc,test_acc\n1.5,2.0,0.3,0.5\n",
-                           "row 1: epoch '1.5' is not a whole number >= 1"),
-    "empty": ("m.csv", "", "no rows in it"),
-    "only a header": ("m.csv", "epoch,loss,train_acc,test_acc\n", "no rows in it"),
-    "binary": ("m.csv", "\x00\xff\xfe", ""),
-    "JSON not a list": ("m.json", '{"epoch": 1}', "not a JSON list of objects"),
-    "JSON cut short": ("m.json", '[{"epoch": 1, "loss"', "Expecting"),
-    "JSON a list for a number": ("m.json", '[{"epoch": 1, "loss": [2], "train_acc": 0.3, "test_acc": 0.5}]',
-                                   "row 1: float() argument must be"),
-}
-
-
-@pytest.mark.parametrize("problem", sorted(MALFORMED_EPOCHS))
-def test_malformed_metrics_file_is_one_line(tmp_path, problem):
-    name, text, words = MALFORMED_EPOCHS[problem]
-    path = tmp_path / name
-    path.write_bytes(text.encode("latin-1"))
-    with pytest.raises(metrics.MetricsError) as exc:
-        metrics.read_epochs(path)
-    msg = str(exc.value)
-    assert msg.startswith(f"metrics {path}: cannot read it as per-epoch metrics (") and "\n" not in msg, msg
-    assert words in msg, msg
-    with pytest.raises(metrics.MetricsError, match=f"^metrics {tmp_path / 'none.csv'}: no such file$"):
-        metrics.read_epochs(tmp_path / "none.csv")

@@ -13,7 +13,7 @@ import pytest
 from lenet_np import LeNet, checkpoint, metrics, visualize
 from lenet_np.trace import CLASS_NAMES, load_test_set
 from lenet_np.visualize import curves, predictions, registry
-from tests.test_tools import exit_status, save_checkpoint, write_fake_fashion_mnist
+from tests.helpers import exit_status, save_checkpoint, write_fake_fashion_mnist
 
 from .helpers import PARAM_NAMES, assert_picture, png_size, steps_rows, write_steps
 

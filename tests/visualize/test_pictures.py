@@ -10,7 +10,7 @@ import pytest
 from lenet_np import LeNet, checkpoint, metrics, train, visualize
 from lenet_np.nn import CrossEntropyLoss
 from lenet_np.visualize.predictions import pooling_grid_note
-from tests.test_tools import HISTORY
+from tests.helpers import HISTORY
 from tests.test_train import make_dataset
 
 from .helpers import assert_picture, png_size, steps_rows

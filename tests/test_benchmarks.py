@@ -93,6 +93,7 @@ def test_gpu_check_script_runs_every_section_on_the_cpu(tmp_path):
     of the first-step section, the CPU table), so a broken script shows here, not on the GPU's
     clock; where torch.profiler records no CUDA activity, the report says so."""
     from benchmarks import gpu_check
+    from benchmarks.gpu.common import VARIANTS
 
     from . import cupy_standin
 
@@ -119,13 +120,13 @@ def test_gpu_check_script_runs_every_section_on_the_cpu(tmp_path):
         "meta", "gpu", "torch", "machine", *[k for s in gpu_check.SECTIONS for k in s.keys], "errors"]
     assert res["errors"] == {} and all(r["ok"] for r in res["preflight"]["ops"].values())
     assert res["parity"]["counts"] == {"PASSED": 44} and res["parity"]["not_run"] == 0
-    for variant in gpu_check.VARIANTS:
+    for variant in VARIANTS:
         k = res["kernels"][variant]
         assert k["profile"]["wall_s"] > 0 and k["profile"]["busy_s"] is None
         if hasattr(cupy_standin, "count_launches"):             # the stand-in predicts the step's launches
             assert k["predicted_total"] > 20 and k["predicted_total"] == pytest.approx(sum(k["predicted"].values()))
     runs = {(r["variant"], r["cache"]): r for r in res["first_step"]}
-    assert set(runs) == {*((v, "empty") for v in gpu_check.VARIANTS), ("classic", "on disk")}
+    assert set(runs) == {*((v, "empty") for v in VARIANTS), ("classic", "on disk")}
     assert all("error" not in r and len(r["steps_s"]) == 4 and r["steady_s"] > 0 for r in runs.values()), runs
     assert res["layers"]["step"]["forward"]["fast"]["device"]["busy_s"] is None
     assert set(res["cpu_layers"]["step"]["forward"]) == {"fast", "reference", "torch"}
@@ -318,25 +319,26 @@ def test_device_profile_says_what_it_could_not_record():
 def test_parity_command_runs_the_cupy_cases_in_parallel_where_it_can(monkeypatch):
     """The parity subset: the cupy cases of the files that matter on a GPU, verbose, with
     pytest-xdist and pytest-timeout where installed and neither where not."""
-    from benchmarks import gpu_check
+    from benchmarks.gpu import parity
+    from benchmarks.gpu.common import PROFILES
 
     repo = Path(__file__).resolve().parent.parent
-    prof = gpu_check.PROFILES["gpu"]
+    prof = PROFILES["gpu"]
     assert all((repo / f).is_file() and "xp" in (repo / f).read_text() for f in prof["parity_files"])
-    monkeypatch.setattr(gpu_check, "has_module", lambda name: True)
-    monkeypatch.setattr(gpu_check.importlib.metadata, "version", lambda dist: "3.8.0")
-    cmd = gpu_check.parity_command(prof, limit=60, workers=8)
+    monkeypatch.setattr(parity, "has_module", lambda name: True)
+    monkeypatch.setattr(parity.importlib.metadata, "version", lambda dist: "3.8.0")
+    cmd = parity.parity_command(prof, limit=60, workers=8)
     assert cmd[-len(prof["parity_files"]):] == list(prof["parity_files"])
     joined = " ".join(cmd)
     assert "-k cupy " in joined and " -v " in joined and "-n 8 --dist worksteal" in joined and "--timeout 40" in joined
-    assert "--timeout 5 " in " ".join(gpu_check.parity_command(prof, limit=2, workers=8))
-    monkeypatch.setattr(gpu_check, "has_module", lambda name: False)
-    cmd = gpu_check.parity_command(prof, limit=60, workers=8)
+    assert "--timeout 5 " in " ".join(parity.parity_command(prof, limit=2, workers=8))
+    monkeypatch.setattr(parity, "has_module", lambda name: False)
+    cmd = parity.parity_command(prof, limit=60, workers=8)
     assert "-n" not in cmd and "--timeout" not in cmd
 
 
 def test_parity_output_is_read_with_or_without_xdist():
-    from benchmarks.gpu_check import parse_pytest_line
+    from benchmarks.gpu.parity import parse_pytest_line
 
     outcomes, found = {}, {}
     for line in ["collected 181 items / 137 deselected / 44 selected",
@@ -359,7 +361,7 @@ def test_parity_output_is_read_with_or_without_xdist():
 def test_parity_run_is_killed_at_its_limit_with_its_workers(tmp_path):
     """The parity subset stops at its hard limit, its whole process group with it (pytest-xdist's
     workers), and says what ran and what did not."""
-    from benchmarks.gpu_check import run_parity
+    from benchmarks.gpu.parity import run_parity
 
     script = ("import subprocess, sys, time\n"
               "worker = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"

@@ -11,6 +11,8 @@ NumPy and CuPy differ live in this file and nowhere else:
 * ``on_gpu``          layers choose their implementation per backend by it: on a GPU,
                       every small call is a kernel launch, and reading a value back
                       (``float(x)``, ``bool(x)``) waits for the whole queue
+* ``fused``           a function of elementwise operations: one fused kernel on CUDA
+                      (``cupy.fuse``), the plain function on NumPy
 * moving arrays       ``to_device``, ``as_numpy``
 
 The CUDA array module is CuPy when it is installed. ``use_cuda_module`` puts
@@ -69,8 +71,9 @@ def require_cupy():
         why = f" (importing it failed: {_CUPY_IMPORT_ERROR})" if _CUPY_IMPORT_ERROR else ""
         raise RuntimeError(
             "device 'cuda' needs the package 'cupy', which is not installed" + why + ". "
-            f"Install the CuPy build for your CUDA version (`pip install {CUPY_PACKAGE}` for CUDA 13, "
-            "which `pip install lenet_np[cuda]` does; `pip install cupy-cuda12x` for CUDA 12), "
+            f"Install the CuPy build for your CUDA version with the CUDA toolkit's libraries "
+            f"(`pip install '{CUPY_PACKAGE}[ctk]'` for CUDA 13, which `pip install lenet_np[cuda]` does; "
+            "`pip install 'cupy-cuda12x[ctk]'` for CUDA 12), "
             "or use device 'cpu'."
         )
     if not cupy_available():
@@ -168,3 +171,48 @@ def synchronize(x=None) -> None:
     if _cuda is not None and (x is None or is_cupy_array(x)):
         if cupy_available():
             _cuda.cuda.Device().synchronize()
+
+
+_FUSED: dict = {}       # (build, options) -> the dispatching function
+
+
+def fused(build, *options):
+    """The elementwise function ``build(xp, *options)``, for the arrays it is called with
+    (xp: the array module of its first argument, an array).
+
+    ``build(xp, ...)`` returns a function of arrays and Python numbers made only of xp's
+    ufuncs and arithmetic (``xp.exp``, ``+``, ``*=`` on an argument, ``xp.where``), with at
+    most one ``xp.sum`` over an axis, and no keepdims; ``options`` are fixed Python values
+    that pick its form (``decay=True``). Called with CUDA arrays, it runs as ONE kernel:
+    ``cupy.fuse`` traces it once per set of argument dtypes and compiles one elementwise (or
+    reduction) kernel; in-place operators on its arguments write them, Python numbers
+    become kernel arguments (so a learning rate that changes every step compiles nothing
+    new). Called with NumPy arrays, the function runs as written (cupy.fuse itself does the
+    same: it calls the plain function when no argument is a CuPy array), so the in-place
+    operators keep NumPy's speed there. Built once per module and options (cached).
+
+    Between the first argument's module and the others there is no check: a NumPy array
+    among CUDA ones raises TypeError in CuPy, as everywhere, and a CUDA array passed to the
+    NumPy form raises it in the stand-in and in CuPy (implicit conversion)."""
+    call = _FUSED.get((build, options))
+    if call is None:
+        call = _FUSED[build, options] = _Fused(build, options)
+    return call
+
+
+class _Fused:
+    """``backend.fused``'s function: runs the form of its first argument's array module (built
+    on first use). Kept lean: an optimizer calls it once per parameter and step."""
+
+    def __init__(self, build, options):
+        self.build, self.options = build, options
+        self.numpy_form, self.device_forms = build(np, *options), {}
+
+    def __call__(self, *args):
+        if _cuda is None or not isinstance(args[0], _cuda.ndarray):
+            return self.numpy_form(*args)
+        f = self.device_forms.get(_cuda)
+        if f is None:
+            f = self.device_forms[_cuda] = _cuda.fuse(kernel_name=self.build.__name__.lstrip("_"))(
+                self.build(_cuda, *self.options))
+        return f(*args)

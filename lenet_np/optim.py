@@ -7,6 +7,14 @@ device, so move the network (``net.to("cuda")``) before the first ``step()``.
 ``state_dict()`` returns a flat dict of NumPy arrays and numbers (safe for
 ``np.savez``), ``load_state_dict()`` restores it exactly (from NumPy or CuPy arrays, onto
 each parameter's device), so training resumes bit for bit.
+
+Each parameter's update is one function of elementwise operations (``_sgd_step``,
+``_adam_step``) run through ``backend.fused``: on a GPU it is ONE kernel per parameter
+(Adam's rule unfused is 13 launches), on the CPU the same in-place NumPy operations as
+always. The step count stays a Python int on the host, as in torch's default path: the
+bias corrections are Python numbers passed to the kernel, so a step reads nothing back
+from the device and launches nothing for them. Each parameter keeps its own arrays (no
+flat buffer): ``load_state_dict`` and ``DataParallel`` rebind ``p.data``.
 """
 
 from __future__ import annotations
@@ -105,18 +113,29 @@ class SGD(Optimizer):
                          weight_decay=float(weight_decay), nesterov=bool(nesterov))
 
     def _update(self, p, state):
-        g = p.grad
-        if self.weight_decay:
-            g = g + self.weight_decay * p.data
-        if self.momentum:
-            buf = state.get("momentum_buffer")
-            if buf is None:
-                buf = state["momentum_buffer"] = g.copy()
+        buf = state.get("momentum_buffer")
+        first = self.momentum != 0 and buf is None
+        if first:
+            buf = state["momentum_buffer"] = backend.get_array_module(p.data).empty_like(p.data)
+        step = backend.fused(_sgd_step, self.weight_decay != 0, self.momentum != 0, self.nesterov, first)
+        step(p.data, p.grad, buf, self.lr, self.weight_decay, self.momentum, 1 - self.dampening)
+
+
+def _sgd_step(xp, decay, momentum, nesterov, first):
+    """SGD's update of one parameter, in place: one kernel on a GPU (backend.fused), the
+    operations as written on the CPU. The flags pick the rule's form; buf is None without
+    momentum."""
+    def sgd_step(p, grad, buf, lr, weight_decay, mu, one_minus_dampening):
+        g = grad + weight_decay * p if decay else grad
+        if momentum:
+            if first:
+                buf[...] = g                          # torch: the first buffer is the gradient
             else:
-                buf *= self.momentum
-                buf += (1 - self.dampening) * g
-            g = g + self.momentum * buf if self.nesterov else buf
-        p.data -= self.lr * g
+                buf *= mu
+                buf += one_minus_dampening * g
+            g = g + mu * buf if nesterov else buf
+        p -= lr * g
+    return sgd_step
 
 
 class Adam(Optimizer):
@@ -139,23 +158,29 @@ class Adam(Optimizer):
                          weight_decay=float(weight_decay))
 
     def _update(self, p, state):
-        xp = backend.get_array_module(p.data)
         b1, b2 = self.betas
-        g = p.grad
-        if self.weight_decay:
-            g = g + self.weight_decay * p.data
         if "exp_avg" not in state:
+            xp = backend.get_array_module(p.data)
             state["step"] = 0
             state["exp_avg"] = xp.zeros_like(p.data)
             state["exp_avg_sq"] = xp.zeros_like(p.data)
         state["step"] += 1
-        t = state["step"]
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        m += (1 - b1) * (g - m)
+        t = state["step"]            # a Python int: the bias corrections are numbers, no device read
+        step = backend.fused(_adam_step, self.weight_decay != 0)
+        step(p.data, p.grad, state["exp_avg"], state["exp_avg_sq"], self.weight_decay, 1 - b1, b2, 1 - b2,
+             self.lr / (1 - b1 ** t), math.sqrt(1 - b2 ** t), self.eps)
+
+
+def _adam_step(xp, decay):
+    """Adam's update of one parameter, in place: one kernel on a GPU (backend.fused), the
+    operations as written (and as fast as before) on the CPU."""
+    def adam_step(p, grad, m, v, weight_decay, one_minus_b1, b2, one_minus_b2, step_size, bc2_sqrt, eps):
+        g = grad + weight_decay * p if decay else grad
+        m += one_minus_b1 * (g - m)                   # torch's lerp
         v *= b2
-        v += (1 - b2) * g * g
-        step_size = self.lr / (1 - b1 ** t)
+        v += one_minus_b2 * g * g
         denom = xp.sqrt(v)
-        denom /= math.sqrt(1 - b2 ** t)
-        denom += self.eps
-        p.data -= step_size * m / denom
+        denom /= bc2_sqrt
+        denom += eps
+        p -= step_size * m / denom
+    return adam_step

@@ -151,3 +151,33 @@ def test_training_parity_float32(xp, opt_name, kwargs):
     for name, p in ours.named_parameters():
         floor.check(p.data, "param:" + name, what=f"lenet_np {name}")
         floor.check(tparams[name], "param:" + name, what=f"torch float32 {name} (cross-check of the bound)")
+
+
+# -- every form of each rule: the flags pick one fused kernel on a GPU ------------------------------
+FORMS = [("sgd", dict(lr=0.1)), ("sgd", dict(lr=0.1, weight_decay=0.01)),
+         ("sgd", dict(lr=0.1, momentum=0.9)), ("sgd", dict(lr=0.1, momentum=0.9, dampening=0.5)),
+         ("sgd", dict(lr=0.1, momentum=0.9, dampening=0.3, weight_decay=0.01)),
+         ("sgd", dict(lr=0.1, momentum=0.9, nesterov=True)),
+         ("sgd", dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)),
+         ("adam", dict(lr=0.01)), ("adam", dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.01))]
+
+
+@pytest.mark.parametrize("opt_name,kwargs", FORMS)
+def test_every_form_of_the_update_rules_is_torchs(xp, opt_name, kwargs):
+    """Each combination of momentum, dampening, Nesterov and weight decay (and Adam with and
+    without decay), the first step and the ones after it: 4 float64 steps of one parameter from
+    the same gradients as torch's optimizer, equal to float64 rounding after every step."""
+    from lenet_np.nn.module import Parameter
+
+    rng = np.random.default_rng(0)
+    start = rng.standard_normal((3, 4))
+    ours, theirs = Parameter(xp.asarray(start)), torch.nn.Parameter(torch.tensor(start))
+    opt = {"adam": ln.optim.Adam, "sgd": ln.optim.SGD}[opt_name]([ours], **kwargs)
+    topt = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[opt_name]([theirs], **kwargs)
+    for step in range(4):
+        grad = rng.standard_normal((3, 4))
+        ours.grad, theirs.grad = xp.asarray(grad), torch.tensor(grad)
+        opt.step()
+        topt.step()
+        assert_close(ours.data, theirs, rtol=1e-10, what=f"step {step + 1}")
+        assert_close(ours.grad, torch.tensor(grad), rtol=0, what="the gradient, left alone")

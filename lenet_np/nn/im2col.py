@@ -19,6 +19,8 @@ so a convolution is one contraction of ``cols`` with the weights over (C, KH, KW
 ``col2im`` is the adjoint of im2col (not its inverse): every column entry is
 added back to the pixel it came from, so a pixel covered by several windows
 receives the sum. For any x and c:  <im2col(x), c> == <x, col2im(c)>.
+``col2im_gather`` computes the same sums the other way round, each pixel gathering the
+entries read from it: three kernels on a GPU, where col2im's loop is KH*KW of them.
 """
 
 from __future__ import annotations
@@ -77,6 +79,37 @@ def col2im(cols, x_shape, sh: int = 1, sw: int = 1, ph: int = 0, pw: int = 0):
         for j in range(kw):
             out[..., i:i + sh * oh:sh, j:j + sw * ow:sw] += cols[..., i, j, :, :]
     return out[..., ph:ph + h, pw:pw + w]
+
+
+def col2im_gather(cols, x_shape, sh: int = 1, sw: int = 1, ph: int = 0, pw: int = 0):
+    """col2im as a gather (the GPU's form): each pixel sums the KH*KW column entries that
+    were read from it, in three kernels instead of KH*KW strided additions.
+
+    Pixel (r, s) of the padded image was read by offset (i, j) of output (oh, ow) where
+    r = oh*SH + i and s = ow*SW + j. Spread the columns of each offset out so that entry
+    (oh, ow) sits at (oh*SH + KH-1, ow*SW + KW-1) of a zero plane E[..., i, j, :, :]; then
+
+        x[..., h, w] = sum_{i,j} E[..., i, j, PH + h + KH-1 - i, PW + w + KW-1 - j]
+
+    (a position that no window reads holds a zero), and the right-hand side, for all
+    (h, w, i, j) at once, is ONE strided view of E: moving h (w) moves one row (column)
+    of E, moving i (j) moves one plane on and one row (column) back. So col2im is: a zero
+    E, one strided copy of the columns into it, one sum over (i, j) of the view. No
+    scatter, no atomics; each output is summed in the same order every time.
+    """
+    xp = backend.get_array_module(cols)
+    *lead, kh, kw, oh, ow = cols.shape
+    h, w = x_shape[-2], x_shape[-1]
+    rh, rw = kh - 1, kw - 1                                  # where output (0, 0) sits in E
+    lh = max(ph + h + rh, (oh - 1) * sh + kh)                # rows the view reads, or written
+    lw = max(pw + w + rw, (ow - 1) * sw + kw)
+    e = xp.zeros((*lead, kh, kw, lh, lw), dtype=cols.dtype)
+    e[..., rh:rh + (oh - 1) * sh + 1:sh, rw:rw + (ow - 1) * sw + 1:sw] = cols
+    *lead_strides, s_i, s_j, s_r, s_c = e.strides
+    start = e[..., 0, 0, ph + rh:, pw + rw:]                  # E[..., 0, 0, PH + KH-1, PW + KW-1]
+    view = backend.sliding_windows(start, (*lead, h, w, kh, kw),
+                                   (*lead_strides, s_r, s_c, s_i - s_r, s_j - s_c))
+    return view.sum(axis=(-2, -1))
 
 
 # -- the "wide" form for stride 1 (the fast convolution path) ------------------------------

@@ -8,16 +8,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from benchmarks.ablation import col2im_wide
-from lenet_np.nn.im2col import col2im, conv_output_size, conv_transpose_wide, im2col, im2col_wide
+from lenet_np.nn.im2col import col2im, col2im_gather, conv_output_size, conv_transpose_wide, im2col, im2col_wide
 
 from ..conftest import to_np
 
 pytestmark = pytest.mark.numerics   # run again at a lower SIMD level: make test-numerics-low
 
 
+@pytest.mark.parametrize("back", [col2im, col2im_gather])
 @given(n=st.integers(1, 3), c=st.integers(1, 3), h=st.integers(1, 9), w=st.integers(1, 9),
        k=st.integers(1, 4), s=st.integers(1, 3), p=st.integers(0, 2), seed=st.integers(0, 2**16))
-def test_col2im_is_the_adjoint_of_im2col(xp, n, c, h, w, k, s, p, seed):
+def test_col2im_is_the_adjoint_of_im2col(xp, back, n, c, h, w, k, s, p, seed):
+    """Both forms: the loop of strided additions and the gather (the GPU's)."""
     if h + 2 * p < k or w + 2 * p < k:
         return
     rng = np.random.default_rng(seed)
@@ -26,8 +28,32 @@ def test_col2im_is_the_adjoint_of_im2col(xp, n, c, h, w, k, s, p, seed):
     assert cols.shape == (n, c, k, k, conv_output_size(h, k, s, p), conv_output_size(w, k, s, p))
     r = xp.asarray(rng.standard_normal(cols.shape))
     lhs = float((cols * r).sum())
-    rhs = float((x * col2im(r, x.shape, s, s, p, p)).sum())
+    rhs = float((x * back(r, x.shape, s, s, p, p)).sum())
     assert lhs == pytest.approx(rhs, rel=1e-10, abs=1e-10)
+
+
+@given(lead=st.sampled_from([(), (2,), (2, 3)]), h=st.integers(1, 9), w=st.integers(1, 9), kh=st.integers(1, 5),
+       kw=st.integers(1, 5), sh=st.integers(1, 3), sw=st.integers(1, 3), ph=st.integers(0, 6),
+       pw=st.integers(0, 6), transposed=st.booleans(), seed=st.integers(0, 2**16))
+def test_col2im_gather_is_col2im(xp, lead, h, w, kh, kw, sh, sw, ph, pw, transposed, seed):
+    """The gather sums what the loop adds, the same value into every pixel (also where the
+    padding is wider than the kernel, or a stride skips pixels), for any leading axes and
+    columns that are a transposed view (as conv's backward passes them)."""
+    if h + 2 * ph < kh or w + 2 * pw < kw:
+        return
+    rng = np.random.default_rng(seed)
+    oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
+    if transposed:                                   # (lead..., KH, KW, ...) read from (KH, KW, lead..., ...)
+        order = (*range(2, 2 + len(lead)), 0, 1, len(lead) + 2, len(lead) + 3)
+        stored = rng.standard_normal((kh, kw, *lead, oh, ow))
+        cols, dev_cols = stored.transpose(order), xp.asarray(stored).transpose(order)
+    else:
+        cols = rng.standard_normal((*lead, kh, kw, oh, ow))
+        dev_cols = xp.asarray(cols)
+    expected = col2im(cols, (*lead, h, w), sh, sw, ph, pw)
+    got = col2im_gather(dev_cols, (*lead, h, w), sh, sw, ph, pw)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(to_np(got), expected, rtol=1e-13, atol=1e-13)
 
 
 @given(n=st.integers(1, 3), c=st.integers(1, 3), o=st.integers(1, 4), h=st.integers(1, 9),

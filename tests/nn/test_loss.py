@@ -40,10 +40,49 @@ def test_loss_backward_leaves_logits_and_cache_alone(xp):
     z0 = to_np(z).copy()
     loss_fn = nn.CrossEntropyLoss()
     loss_fn(z, xp.asarray(np.array([0, 1, 4, 2])))
-    probs = to_np(loss_fn.saved().probs).copy()
+    saved = [to_np(a).copy() for a in loss_fn.saved()]
     loss_fn.backward()
     np.testing.assert_array_equal(to_np(z), z0)
-    np.testing.assert_array_equal(to_np(loss_fn.saved().probs), probs)
+    for before, after in zip(saved, loss_fn.saved()):
+        np.testing.assert_array_equal(to_np(after), before)
+
+
+def test_bad_labels_on_a_gpu_are_reported_by_check(xp):
+    """On a GPU the forward cannot raise without waiting for the device: it keeps the smallest
+    and largest label on the device, and check() (or calling the loss) raises the error the
+    CPU raises at once, with the range of every batch since the last check."""
+    if xp is np:
+        pytest.skip("the CPU raises in the forward")
+    z = xp.zeros((3, 4), dtype=np.float32)
+    loss_fn = nn.CrossEntropyLoss()
+    for labels in ([0, 1, 2], [3, 7, 1], [2, 2, 2]):
+        loss_fn.forward(z, xp.asarray(np.array(labels)))
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\), got values from 0 to 7"):
+        loss_fn.check()
+    loss_fn.check()                                         # settled: nothing left to report
+    loss_fn.forward(z, xp.asarray(np.array([-2, 0, 3], dtype=np.int8)))   # any integer dtype
+    with pytest.raises(ValueError, match="from -2 to 3"):
+        loss_fn.check()
+    for _ in range(70):                                     # many batches, no check between
+        loss_fn.forward(z, xp.asarray(np.array([0, 3, 1])))
+    loss_fn.check()
+    loss_fn.forward(z, xp.asarray(np.array([0, 3, 1])))
+    loss_fn.forward(xp.zeros((3, 2), dtype=np.float32), xp.asarray(np.array([0, 1, 1])))   # another K
+    with pytest.raises(ValueError, match=r"\[0, 2\), got values from 0 to 3"):
+        loss_fn(xp.zeros((3, 2), dtype=np.float32), xp.asarray(np.array([0, 3, 1])))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_loss_and_gradient_keep_the_logits_dtype(xp, dtype):
+    """Also for a grad_out that is a NumPy float64 (no silent float64 for float32 logits)."""
+    z = xp.asarray(np.random.default_rng(0).standard_normal((5, 3)).astype(dtype))
+    loss_fn = nn.CrossEntropyLoss()
+    loss = loss_fn.forward(z, xp.asarray(np.array([0, 2, 1, 1, 0])))
+    assert loss.dtype == dtype
+    for grad_out in (1.0, np.float64(2.0), 3):
+        assert loss_fn.backward(grad_out).dtype == dtype
+    np.testing.assert_allclose(to_np(loss_fn.backward(np.float64(2.0))), 2 * to_np(loss_fn.backward()),
+                               rtol=1e-6 if dtype == np.float32 else 1e-15)
 
 
 @given(n=st.integers(1, 6), k=st.integers(2, 10), seed=st.integers(0, 2**16),

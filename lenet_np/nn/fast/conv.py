@@ -5,7 +5,7 @@ im2col product of nn/conv.py, each tested against it.
   the input read as (C, N, H, W) (free when it lives in that memory order, as the CPU forms
   leave it), so the product lands in (O, N, OH, OW) memory order; the result is an
   (N, O, OH, OW) *view* of it: no transpose copy. Its backward: one product ``Wm.T @ G``
-  and col2im.
+  and col2im (on a GPU ``col2im_gather``: three kernels instead of KH*KW strided additions).
 * ``"wide"`` (stride 1): the same product on the "wide" columns of im2col.py: KH*KW long
   contiguous copies instead of KH*KW*OH short rows; the input gradient goes one kernel row
   at a time (``conv_transpose_wide``).
@@ -29,6 +29,7 @@ from ... import backend
 from ..im2col import (
     band_index,
     col2im,
+    col2im_gather,
     conv_output_size,
     conv_transpose_wide,
     im2col_wide,
@@ -182,12 +183,13 @@ def columns_backward(layer, saved, grad_out, input_grad):
         layer.bias.accumulate(g.sum(axis=1))
     if not input_grad:
         return None
-    if wide:                               # col2im_wide(Wm.T @ g), one kernel row at a time
+    if wide:                               # the two-step col2im(Wm.T @ g), one kernel row at a time
         dx = conv_transpose_wide(layer.weight.data, g, (c, n, h, w), ph, pw)
     else:
         dcols = layer.weight.data.reshape(o, -1).T @ g              # (C*KH*KW, N*OH*OW)
         dcols = dcols.reshape(c, kh, kw, n, oh, ow).transpose(0, 3, 1, 2, 4, 5)
-        dx = col2im(dcols, (c, n, h, w), sh, sw, ph, pw)           # (C, N, H, W)
+        back = col2im_gather if backend.on_gpu(xp) else col2im    # 3 kernels, or KH*KW += on the CPU
+        dx = back(dcols, (c, n, h, w), sh, sw, ph, pw)             # (C, N, H, W)
     return dx.transpose(1, 0, 2, 3)                                # view (N, C, H, W)
 
 

@@ -62,14 +62,19 @@ def _counter_delta(counter, before, counted):
 
 
 @contextlib.contextmanager
+def _counting(counter):
+    """A Counter that, after the ``with`` block, holds what ``counter`` gained inside it."""
+    before = counter.copy()
+    delta = collections.Counter()
+    try:
+        yield delta
+    finally:
+        _counter_delta(counter, before, delta)
+
+
 def count_host_reads():
     """``with count_host_reads() as reads: ...``; afterwards ``reads`` holds the reads made inside."""
-    before = HOST_READS.copy()
-    reads = collections.Counter()
-    try:
-        yield reads
-    finally:
-        _counter_delta(HOST_READS, before, reads)
+    return _counting(HOST_READS)
 
 
 # -- kernel launches --------------------------------------------------------------------------------
@@ -135,16 +140,10 @@ def _launch(kind: str, n: int = 1) -> None:
         LAUNCHES[kind] += n
 
 
-@contextlib.contextmanager
 def count_launches():
     """``with count_launches() as launches: ...``; afterwards ``launches`` holds, by kind (the
     CuPy call: "add", "matmul", "add.at", "getitem[int]", ...), the kernel launches made inside."""
-    before = LAUNCHES.copy()
-    launches = collections.Counter()
-    try:
-        yield launches
-    finally:
-        _counter_delta(LAUNCHES, before, launches)
+    return _counting(LAUNCHES)
 
 
 def _nonempty(x) -> int:

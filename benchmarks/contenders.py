@@ -82,7 +82,7 @@ class LenetNpRunner(Runner):
     """lenet_np training and evaluation (NumPy, or CuPy with device="cuda"): the book's settings."""
 
     def __init__(self, data=None, device="cpu", impl="fast", seed=0, batch_size=BATCH_SIZE, lr=LR, workers=None,
-                 variant="classic"):
+                 variant="classic", optimizer="adam"):
         """``workers``: on the CPU, threads that share each batch as ``python -m lenet_np.train``
         does (None: as train's default, one per core up to 4; 1: no threads). The reference
         implementation runs single-threaded unless told otherwise, so that it stays the plain path."""
@@ -99,7 +99,7 @@ class LenetNpRunner(Runner):
         self.workers = workers if device == "cpu" else 1
         self.model = DataParallel(self.net, self.workers) if self.workers > 1 else self.net
         self.loss_fn = ln.nn.CrossEntropyLoss()
-        self.opt = ln.optim.Adam(self.net.parameters(), lr=lr)
+        self.opt = (ln.optim.Adam if optimizer == "adam" else ln.optim.SGD)(self.net.parameters(), lr=lr)
         self._sync = (lambda: backend.synchronize()) if device == "cuda" else noop
         if data is not None:
             xp = self.xp
@@ -143,7 +143,7 @@ class TorchRunner(Runner):
     """The book's PyTorch model, trained and evaluated the same way (device "cpu" or "cuda")."""
 
     def __init__(self, data=None, device="cpu", seed=0, batch_size=BATCH_SIZE, lr=LR, threads=None,
-                 variant="classic"):
+                 variant="classic", optimizer="adam"):
         torch = self.torch = import_torch(threads)
         import torch.nn.functional as F
 
@@ -151,7 +151,7 @@ class TorchRunner(Runner):
         self.name = f"torch-{device}"
         self.device, self.batch_size = device, batch_size
         self.net = make_torch_lenet(seed, device, variant)
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=lr)
+        self.opt = (torch.optim.Adam if optimizer == "adam" else torch.optim.SGD)(self.net.parameters(), lr=lr)
         if data is not None:
             self.train_x = torch.from_numpy(data.train_images).to(device)
             self.train_y = torch.from_numpy(data.train_labels).to(device)

@@ -29,7 +29,8 @@ def _rss_mib():
 
 
 def child_main(args) -> int:
-    """Train ``--child-batches`` batches of 256 with one contender; print one RESULT line of JSON."""
+    """Train ``--child-batches`` batches with one contender, the ``--child-variant`` LeNet by its
+    recipe (optimizer, learning rate, batch size); print one RESULT line of JSON."""
     stages = {"imports": _rss_mib()}
     if args.child.startswith("torch"):
         contenders.import_torch(args.torch_threads)
@@ -38,10 +39,14 @@ def child_main(args) -> int:
     stages["after imports"] = _rss_mib()
     data = datasets.load_data(args.epochs_data)
     stages["after data"] = _rss_mib()
+    from lenet_np.model import VARIANTS
+    recipe = VARIANTS[args.child_variant]["recipe"]
+    how = dict(variant=args.child_variant, batch_size=recipe["batch_size"], lr=recipe["lr"],
+               optimizer=recipe["optimizer"])
     if args.child.startswith("torch"):
-        runner = contenders.TorchRunner(data, threads=args.torch_threads)
+        runner = contenders.TorchRunner(data, threads=args.torch_threads, **how)
     else:
-        runner = contenders.LenetNpRunner(data, impl="reference" if "reference" in args.child else "fast")
+        runner = contenders.LenetNpRunner(data, impl="reference" if "reference" in args.child else "fast", **how)
     stages["after model"] = _rss_mib()
     try:   # reset VmHWM (Linux >= 4.0), so that it measures the training phase alone
         Path("/proc/self/clear_refs").write_text("5")
@@ -58,15 +63,16 @@ def child_main(args) -> int:
     return 0
 
 
-def run_children(args, batches, log) -> dict:
-    """Each child in turn, training ``batches`` batches: child name -> its RESULT (or its error)."""
+def run_children(args, batches, log, names=CHILDREN, variant="classic") -> dict:
+    """Each child of ``names`` in turn, training ``batches`` batches of ``variant``: child name ->
+    its RESULT (or its error)."""
     out = {}
-    for name in CHILDREN:
+    for name in names:
         # Linux keeps ru_maxrss across fork + exec: a child forked from this process (hundreds of
         # MiB with torch loaded) would start with our peak. A shell in between forks the child from
         # its own small image, so the child's ru_maxrss is its own.
         cmd = ["/bin/sh", "-c", '"$@"; exit $?', "sh", sys.executable, "-m", "benchmarks.run",
-               "--child", name, "--child-batches", str(batches),
+               "--child", name, "--child-batches", str(batches), "--child-variant", variant,
                "--epochs-data", args.epochs_data, "--torch-threads", str(args.torch_threads)]
         path = [str(machine.REPO), os.environ.get("PYTHONPATH")]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, path)))

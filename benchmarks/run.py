@@ -12,7 +12,9 @@ matmul peak, its sections (``SECTIONS`` below; ``--only`` picks among those that
 4. per layer at batch 256: forward and backward of each layer, lenet_np ``fast`` and
    ``reference`` implementations against torch (autograd);
 5. a batch-size sweep: the whole training step at batch sizes 1 .. 1024;
-6. the README's training loop, run as written, against ``python -m lenet_np.train``'s step.
+6. the README's training loop, run as written, against ``python -m lenet_np.train``'s step;
+7. the book's three LeNets by their recipes: training step, evaluation and peak RSS, each as a
+   ratio to torch (the epoch the step makes; the peak RSS of a training run).
 
 ``--quick`` trains on a fraction of the epoch (times are scaled to a full epoch) and takes
 fewer samples: about two minutes on two cores; the full run takes under ten.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import statistics
 import subprocess
 import sys
 import time
@@ -30,7 +33,7 @@ from lenet_np import cli
 from lenet_np.model import VARIANTS
 from lenet_np.parallel import default_workers
 
-from . import contenders, datasets, machine, memory, per_layer, readme_loop, report
+from . import contenders, datasets, machine, memory, per_layer, readme_loop, report, variant_speed
 from .sections import Context, Part, Section, log, run_sections
 from .timing import profile_timer
 
@@ -42,10 +45,10 @@ PROFILES = {
     #            sweep: repeats, min_time, reference included up to this batch size
     "full": dict(fraction=1.0, e2e_repeats=3, mem_batches=30, layer_repeats=7, layer_min=0.05,
                  sweep_repeats=5, sweep_min=0.2, sweep_ref_max=1024, peak_repeats=5, readme_rounds=3,
-                 readme_steps=235),
+                 readme_steps=235, variant_rounds=7, variant_sample=0.3),
     "quick": dict(fraction=0.05, e2e_repeats=5, mem_batches=8, layer_repeats=3, layer_min=0.02,
                   sweep_repeats=3, sweep_min=0.05, sweep_ref_max=64, peak_repeats=3, readme_rounds=2,
-                  readme_steps=60),
+                  readme_steps=60, variant_rounds=3, variant_sample=0.15),
 }
 
 
@@ -80,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma-separated sections to run: {', '.join(optional_sections())} (default: all)")
     p.add_argument("--child", choices=memory.CHILDREN, help=argparse.SUPPRESS)
     p.add_argument("--child-batches", type=cli.positive_int, default=30, help=argparse.SUPPRESS)
+    p.add_argument("--child-variant", choices=tuple(VARIANTS), default="classic", help=argparse.SUPPRESS)
     return p
 
 
@@ -256,6 +260,47 @@ def readme(ctx) -> Part:
         f"{prof['readme_rounds']} alternating rounds, medians.", "", table, ""])
 
 
+# -- 7. the three LeNets ------------------------------------------------------------------------------
+def variants_side_by_side(ctx) -> Part:
+    prof, workers = ctx.prof, default_workers()
+    out, rows = {}, []
+    for v in VARIANTS:
+        recipe, times = variant_speed.run_variant(v, prof["variant_rounds"], workers, settle=0.1,
+                                                  length=prof["variant_sample"], before=(), log=log)
+        mem = memory.run_children(ctx.args, prof["mem_batches"], log, names=("lenet_np-train", "torch-train"),
+                                  variant=v)
+        peaks = {name: None if "error" in r else r["stages"]["after training"][0] for name, r in mem.items()}
+        steps = -(-datasets.N_TRAIN // recipe["batch_size"])
+        res = {"recipe": recipe, "steps_per_epoch": steps, "memory": mem, "peak_rss_mib": peaks}
+        for what in ("train", "eval"):
+            med, lo, hi, t = variant_speed.summarise(times, "lenet_np", what)
+            res[what] = {"ratio": med, "range": [lo, hi], "lenet_np_s": t,
+                         "torch_s": statistics.median(times["torch", what])}
+        out[v] = res
+        tr, ev = res["train"], res["eval"]
+        mine, theirs = peaks["lenet_np-train"], peaks["torch-train"]
+        rss = (f"{mine:.0f} / {theirs:.0f} MiB = **{mine / theirs:.2f}**" if mine and theirs else "failed")
+        rows.append([v, f"{recipe['optimizer']} lr {recipe['lr']}, batch {recipe['batch_size']}",
+                     f"{report.fmt_time(tr['lenet_np_s'] * steps)} / {report.fmt_time(tr['torch_s'] * steps)}",
+                     f"**{tr['ratio']:.2f}** ({tr['range'][0]:.2f}-{tr['range'][1]:.2f})",
+                     f"{report.fmt_time(ev['lenet_np_s'])} / {report.fmt_time(ev['torch_s'])}",
+                     f"**{ev['ratio']:.2f}** ({ev['range'][0]:.2f}-{ev['range'][1]:.2f})", rss])
+    table = report.md_table(["variant", "recipe", "training epoch, lenet_np / torch", "step ratio (range)",
+                             f"eval of {variant_speed.EVAL_BATCH}, lenet_np / torch", "eval ratio (range)",
+                             "training peak RSS, lenet_np / torch"], rows)
+    log(table)
+    return Part({"variants": out}, [
+        "## 7. The book's three LeNets side by side", "",
+        "Each LeNet by its recipe, as `python -m lenet_np.train --variant V` runs it on the CPU: lenet_np "
+        f"through DataParallel({workers}), torch with set_num_threads({workers}), on the same random batches "
+        f"(`benchmarks/variant_speed.py`). {prof['variant_rounds']} rounds, the contenders alternating and "
+        f"each sample {prof['variant_sample']} s of whole calls after 0.1 s untimed; a ratio is the median of "
+        "the rounds' lenet_np / torch (their range in brackets). The epoch is the median step times "
+        f"{datasets.N_TRAIN:,} / batch steps. Evaluation: one batch of {variant_speed.EVAL_BATCH} in eval mode "
+        "(torch under no_grad), as the training command evaluates. Peak RSS: the training phase of a child "
+        f"process training {prof['mem_batches']} batches of real data (as in section 3).", "", table, ""])
+
+
 SECTIONS = [
     Section("e2e", "1. End to end   (load average {load})", "one training epoch (LeNet sigmoid/max, Adam lr 1e-3, "
             "batch 256, 60,000 examples) and one test-set evaluation (10,000), lenet_np against torch, "
@@ -272,6 +317,9 @@ SECTIONS = [
     Section("readme", "6. The README's loop against the training command   (load average {load})",
             "the README's training loop, run as written, against ``python -m lenet_np.train``'s step", readme,
             keys=("readme",)),
+    Section("variants", "7. The book's three LeNets side by side   (load average {load})", "the book's three "
+            "LeNets by their recipes: training step, evaluation and peak RSS, each as a ratio to torch",
+            variants_side_by_side, keys=("variants",)),
 ]
 
 

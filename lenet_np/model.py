@@ -45,7 +45,7 @@ import numpy as np
 
 from .nn import AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, Sigmoid
 from .nn.checks import check_input
-from .nn.fast.order import swap_for_eval
+from .nn.fast.order import fold_for_eval, swap_for_eval
 from .nn.init import make_rng
 from .nn.module import Module, chain_backward
 
@@ -127,10 +127,16 @@ class LeNet(Module):
     torch's input gradient by more than 2e-5). A backward after an evaluation-mode
     forward routes such near-ties by the values before the activation. False runs the
     book's order always. Average pooling always runs in the book's order.
+
+    ``fold_batchnorm`` (default True): in evaluation mode, each BatchNorm (running
+    statistics) right after a convolution or linear layer is folded into that layer's
+    weights and bias (nn/fast/order.py, ``fold_for_eval``): one layer instead of two, with
+    the same output up to float32 rounding; a backward after it goes back through the two
+    layers as written. ``layer_order`` still lists the book's layers.
     """
 
     def __init__(self, activation=None, pool=None, seed=None, rng=None, dtype=np.float32,
-                 pool_first=True, *, variant="classic"):
+                 pool_first=True, *, variant="classic", fold_batchnorm=True):
         super().__init__()
         if activation is not None and activation not in ACTIVATIONS:
             raise ValueError(f"LeNet: activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
@@ -184,6 +190,8 @@ class LeNet(Module):
                 linear(84, 10),
             )
         self.pool_first = bool(pool_first)
+        self.fold_batchnorm = bool(fold_batchnorm)
+        object.__setattr__(self, "_folds", {})     # the folded pairs, kept from call to call
 
     # -- the layers, by name and in the order forward runs them --
     def named_layers(self) -> list:
@@ -197,7 +205,8 @@ class LeNet(Module):
 
     def walk(self, img):
         """Yield (name, layer, output) for every layer in the book's order, running img
-        through them (the same output as ``net(img)``; each layer saves what its backward
+        through them (the output of ``net(img)``, up to float32 rounding where evaluation mode
+        folds a BatchNorm into the layer before it; each layer saves what its backward
         needs, as in a forward). For tools that show each layer's output."""
         self._check(img)
         feature = img
@@ -232,6 +241,8 @@ class LeNet(Module):
     def forward(self, img):
         self._check(img)
         order = self.layer_order()
+        if self.fold_batchnorm and not self.training:
+            order = fold_for_eval(order, self._folds)
         feature = img
         for layer in order:
             feature = layer(feature)

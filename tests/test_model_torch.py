@@ -370,9 +370,9 @@ def test_float64_network():
 
 # -- DataParallel and batch statistics -------------------------------------------------------
 def test_data_parallel_keeps_the_whole_batch_statistics_as_torch():
-    """Training mode: the batch is not split (a slice's mean is not the batch's), so loss,
-    gradients and running statistics equal torch's on the whole batch; eval mode splits
-    again, on the shared running statistics."""
+    """Training mode: each thread normalises its own slice with the statistics combined over
+    all slices (as torch's SyncBatchNorm does across devices), so loss, gradients and running
+    statistics equal torch's on the whole batch; eval mode splits on the running statistics."""
     theirs = torch_book("batchnorm", seed=2, dtype=torch.float64)       # the whole batch, exactly
     net = ours_from_torch(theirs, "batchnorm", np)
     pnet = DataParallel(net, 2, min_chunk=1)
@@ -382,7 +382,7 @@ def test_data_parallel_keeps_the_whole_batch_statistics_as_torch():
     assert uses_batch_statistics(net)
     floor = torch_step_floor(theirs, x, y)
     loss = loss_fn(pnet(x), y)
-    assert pnet._sizes is None                     # ran unsplit
+    assert pnet._sizes == [12, 12]                 # split, one slice per thread
     pnet.backward(loss_fn.backward(), input_grad=False)
     floor.check(loss, "loss", what="loss")
     for name, p in net.named_parameters():

@@ -107,3 +107,25 @@ def test_large_batches_are_cut_into_slices_of_at_most_max_chunk():
     assert pnet._sizes == [25, 25, 25, 25] and len(pnet.replicas) == 4
     pnet(x[:40])                                 # a smaller batch afterwards: two slices again
     assert pnet._sizes == [20, 20]
+
+
+def test_slice_i_runs_on_thread_i_mod_workers_and_the_caller_is_thread_0():
+    """The threads: the caller takes slice 0 (and 0 + workers, ...), thread t the slices t, t +
+    workers, ...: with batch statistics (one slice a thread) no replica ever waits for a slice
+    queued behind it on its own thread."""
+    import threading
+
+    net = ln.LeNet(seed=0)
+    pnet = DataParallel(net, 2, min_chunk=4, max_chunk=8)
+    x = np.random.default_rng(6).random((40, 1, 28, 28), dtype=np.float32)
+    pnet(x)                                          # five slices: five replicas
+    seen = {}
+    for i, replica in enumerate(pnet.replicas):
+        def record(a, i=i, original=replica.forward):
+            seen[i] = threading.current_thread()
+            return original(a)
+        replica.forward = record
+    out = pnet(x)
+    assert pnet._sizes == [8] * 5 and out.shape == (40, 10)
+    assert seen[0] is seen[2] is seen[4] is threading.current_thread()
+    assert seen[1] is seen[3] is not threading.current_thread()

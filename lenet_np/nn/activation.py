@@ -9,6 +9,9 @@ Sigmoid
 Both derivatives are functions of the output y, so ``grad_from_output(dL/dy, y)`` gives
 dL/dx from y alone: a max pooling that follows uses it on its outputs, which are the
 activation's values at the winning pixels (nn/fast/pooling.py, ``backward_through``).
+An average pooling that follows needs the derivative at every pixel: ``local_derivative()``
+gives dy/dx of the last forward as a new array, which it multiplies by each window's share
+in place (the same operations, in the same order, as ``backward``: bit for bit).
 
 ReLU
     forward   y = max(x, 0)
@@ -70,6 +73,13 @@ class Sigmoid(Module):
         dx *= grad_out
         return dx
 
+    def local_derivative(self, dtype=None):
+        """dy/dx = (1 - y) * y of the last forward, a new array (``backward`` multiplies it by dL/dy)."""
+        y = self.saved().y
+        d = 1 - y
+        d *= y
+        return d
+
 
 class ReLU(Module):
     def forward(self, x):
@@ -89,3 +99,9 @@ class ReLU(Module):
     def grad_from_output(grad_out, y):
         """dL/dx = dL/dy * [y > 0]: y = max(x, 0) > 0 exactly where x > 0."""
         return grad_out * (y > 0)
+
+    def local_derivative(self, dtype):
+        """dy/dx = [x > 0] of the last forward as a new array of ``dtype`` (1.0 or 0.0: times
+        dL/dy it is ``backward``'s dL/dy * [x > 0], bit for bit)."""
+        mask = self.saved().mask
+        return backend.get_array_module(mask).asarray(mask, dtype=dtype)

@@ -31,6 +31,16 @@ Backward (G = dL/dy, same shape as x; sums over the m values of each channel)
 
 docs/batchnorm.md derives the training-mode dL/dx twice: through the full graph
 (mu, var, xhat, y) one node at a time, and in the compact form above.
+
+Split across threads (``lenet_np.DataParallel``, as torch's SyncBatchNorm across devices),
+each replica sees a slice of the batch, and ``sync`` (set by DataParallel on its replicas)
+makes the statistics the whole batch's: each replica's count, mean and variance are
+combined (Chan's formula) into the whole batch's, and in the backward the two sums
+sum(G) and sum(G * xhat) are summed over the slices, before each replica goes on with
+its own slice. ``sync`` None (a layer on its own) changes nothing in the formulas above.
+
+Below is the book's version; a faster form for batch statistics on the CPU, "sums", lives
+in nn/fast/batchnorm.py (``impl`` picks it, as for the pooling and the convolution).
 """
 
 from __future__ import annotations
@@ -40,7 +50,8 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import backend
-from .checks import check_grad, check_input
+from .checks import check_grad, check_impl, check_input
+from .fast import batchnorm as fast
 from .module import Module, Parameter
 
 
@@ -62,8 +73,11 @@ class _RunningStatsCache(NamedTuple):
 class _BatchNorm(Module):
     """What BatchNorm1d and BatchNorm2d share; they differ in the input shapes they accept."""
 
+    IMPLS = ("auto", "fast", "reference", *fast.FORMS)
+    sync = None           # DataParallel's replicas: the other slices' statistics (parallel.py)
+
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
-                 *, bias=True, dtype=np.float32):
+                 *, bias=True, dtype=np.float32, impl=None):
         super().__init__()
         name = type(self).__name__
         if isinstance(num_features, bool) or not isinstance(num_features, (int, np.integer)) or num_features < 1:
@@ -93,6 +107,28 @@ class _BatchNorm(Module):
             self.register_buffer("running_mean", None)
             self.register_buffer("running_var", None)
             self.register_buffer("num_batches_tracked", None)
+        self.impl = impl
+
+    @property
+    def impl(self) -> str:
+        """The form that runs: "auto" (the default; "fast" is the same): "sums" for batch
+        statistics of (N, C, ...) inputs on the CPU, else "reference", the book's version
+        below (nn/fast/batchnorm.py, ``choose``); or one of them by name."""
+        return self._impl
+
+    @impl.setter
+    def impl(self, impl):
+        self._impl = check_impl(type(self).__name__, impl, self.IMPLS)
+
+    def path_for(self, x) -> str:
+        """The form that runs for input x: ``impl``, or the choice of "auto" (nn/fast/batchnorm.py).
+        With running statistics (eval) the book's version runs whatever ``impl`` says: there the
+        layer is elementwise, and "sums" is a form of the batch statistics."""
+        if not (self.training or not self.track_running_stats):
+            return "reference"
+        if self.impl not in ("auto", "fast"):
+            return self.impl
+        return fast.choose(self, x)
 
     def reset_running_stats(self) -> None:
         """running_mean = 0, running_var = 1, num_batches_tracked = 0 (in place, as torch)."""
@@ -122,26 +158,35 @@ class _BatchNorm(Module):
     # -- forward and backward --
     def forward(self, x):
         self._check(x)
+        batch_stats = self.training or not self.track_running_stats
+        if batch_stats and self.sync is None:
+            self.check_count(x.size // self.num_features, x.shape)
+        shape = (1, self.num_features) + (1,) * (x.ndim - 2)        # per-channel arrays broadcast as this
+        if self.path_for(x) == "sums":                                   # nn/fast/batchnorm.py
+            y, xhat, inv_std, count = fast.sums_forward(self, x)
+            self.save_for_backward(_BatchStatsCache(xhat, inv_std.reshape(shape), count))
+            return y
         xp = backend.get_array_module(x)
         axes = (0, *range(2, x.ndim))
-        shape = (1, self.num_features) + (1,) * (x.ndim - 2)        # per-channel arrays broadcast as this
         count = x.size // self.num_features
-        batch_stats = self.training or not self.track_running_stats
         if batch_stats:
-            if count < 2:
-                fix = " or call .eval() to use the running statistics" if self.track_running_stats else ""
-                raise ValueError(f"{self!r}: batch statistics need more than one value per channel, got "
-                                 f"input of shape {tuple(x.shape)}; use a batch of at least 2{fix}")
             # two passes, the second correcting the first's rounding: activations far from 0
             # with a small spread would otherwise lose digits to the mean (float32 sums)
             mean = x.mean(axis=axes, keepdims=True)
             xc = x - mean
             shift = xc.mean(axis=axes, keepdims=True)
             xc -= shift                                                           # xc is ours
-            mean += shift
             var = (xc * xc).mean(axis=axes, keepdims=True)                       # biased
+            if self.sync is None:
+                mean += shift
+            else:            # a DataParallel replica: the whole batch's mean and variance
+                centre = mean.reshape(-1).astype(np.float64) + shift.reshape(-1)  # what xc is centred on
+                count, whole, var = self.whole_batch(count, centre, var.reshape(-1))
+                self.check_count(count, x.shape)
+                xc -= xp.asarray(whole - centre, dtype=x.dtype).reshape(shape)
+                mean, var = (xp.asarray(a, dtype=x.dtype).reshape(shape) for a in (whole, var))
             inv_std = 1 / xp.sqrt(var + self.eps)
-            if self.training and self.track_running_stats:
+            if self.training and self.track_running_stats and self.updates_buffers():
                 self._update_running_stats(mean.reshape(-1), var.reshape(-1), count)
         else:
             xc = x - self.running_mean.reshape(shape)
@@ -154,6 +199,28 @@ class _BatchNorm(Module):
         self.save_for_backward(_BatchStatsCache(xhat, inv_std, count) if batch_stats
                                else _RunningStatsCache(xhat, inv_std))
         return y
+
+    def check_count(self, count, shape) -> None:
+        """Batch statistics need two values a channel (the whole batch's, on a replica)."""
+        if count < 2:
+            fix = " or call .eval() to use the running statistics" if self.track_running_stats else ""
+            raise ValueError(f"{self!r}: batch statistics need more than one value per channel, got "
+                             f"input of shape {tuple(shape)}; use a batch of at least 2{fix}")
+
+    # -- the whole batch, when DataParallel's replicas each hold a slice of it (parallel.py) --
+    def whole_batch(self, count, mean, var):
+        """(count, mean, var) of the whole batch from this slice's (mean and biased variance per
+        channel, (C,)): unchanged on a layer of its own; on a replica, combined with the other
+        replicas' (float64, parallel.py)."""
+        return (count, mean, var) if self.sync is None else self.sync.moments(count, mean, var)
+
+    def whole_batch_sums(self, *sums):
+        """Per-channel sums of this slice's backward, summed over the replicas' slices."""
+        return sums if self.sync is None else self.sync.sums(*sums)
+
+    def updates_buffers(self) -> bool:
+        """One replica updates the (shared) running statistics, once per batch."""
+        return self.sync is None or self.sync.rank == 0
 
     def _update_running_stats(self, mean, var, count):
         """In place (state_dict() arrays stay live, as in torch), on the device: no host read."""
@@ -172,6 +239,8 @@ class _BatchNorm(Module):
         cache = self.saved()
         xhat, inv_std = cache.xhat, cache.inv_std
         check_grad(self, grad_out, xhat.shape)
+        if isinstance(cache, _BatchStatsCache) and fast.choose_backward(self, xhat) == "sums":
+            return fast.sums_backward(self, xhat, inv_std.reshape(-1), cache.count, grad_out, input_grad)
         axes = (0, *range(2, xhat.ndim))
         shape = inv_std.shape
         sum_g = grad_out.sum(axis=axes, keepdims=True)                        # dL/dbeta
@@ -186,6 +255,8 @@ class _BatchNorm(Module):
         if isinstance(cache, _RunningStatsCache):
             return grad_out * scale
         m = cache.count
+        if self.sync is not None:                 # a replica: the sums over the whole batch
+            sum_g, sum_gx = (a.reshape(shape) for a in self.whole_batch_sums(sum_g.reshape(-1), sum_gx.reshape(-1)))
         dx = grad_out * m
         dx -= sum_g
         dx -= xhat * sum_gx

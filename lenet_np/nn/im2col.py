@@ -188,6 +188,9 @@ def conv_transpose_wide(weight, g, x_shape_cnhw, ph: int = 0, pw: int = 0):
 # (KH*C*WP per output row against im2col's KH*C*KW per output pixel) and
 # gives BLAS a product with two large dimensions instead of O x C*KH*KW x (N*OH*WP), whose
 # O (6 or 16 in LeNet) is too small for BLAS to get near its peak.
+#
+# With width padding, nn/fast/conv.py's band form keeps only the W real columns of each row
+# (``band_layout``: these places shifted by PW, those that would read padding dropped).
 
 @functools.lru_cache(maxsize=32)
 def band_index(xp, c: int, kh: int, kw: int, wp: int, ow: int, o: int):

@@ -23,6 +23,10 @@ Max pooling
 Average pooling (torch's defaults: zero padding counted in the average)
     forward   y = mean of the window of x_pad
     backward  every element of a window receives grad / (KH*KW)
+
+    Below: the mean over the window view, and col2im of the shares. The fast form, "sums"
+    (nn/fast/pooling.py, with the backward of an activation and the average pooling after
+    it in one step), is the one "auto" runs on the CPU.
 """
 
 from __future__ import annotations
@@ -65,13 +69,20 @@ class _Pool2d(Module):
 
     @property
     def impl(self) -> str:
-        """The form that runs: see ``IMPLS`` (max pooling: "auto" (per backend; "fast" is the same),
-        "reference" or "offsets"; average pooling has one form)."""
+        """The form that runs: see ``IMPLS``: "auto" (per backend; "fast" is the same: ``FAST`` on
+        the CPU, "offsets" for max and "sums" for average pooling), "reference" (the code
+        below), or max pooling's fast form by name."""
         return self._impl
 
     @impl.setter
     def impl(self, impl):
         self._impl = check_impl(type(self).__name__, impl, self.IMPLS)
+
+    def path_for(self, x) -> str:
+        """The form that runs for input x: ``impl``, or the choice of "auto" (nn/fast/pooling.py)."""
+        if self.impl not in ("auto", "fast"):
+            return self.impl
+        return fast.choose(self, x)
 
     def extra_repr(self):
         def show(v):
@@ -96,7 +107,8 @@ class _Pool2d(Module):
 
 
 class MaxPool2d(_Pool2d):
-    IMPLS = ("auto", "fast", "reference", *fast.FORMS)
+    IMPLS = ("auto", "fast", "reference", "offsets")
+    FAST = "offsets"                                  # the fast form "auto" runs on the CPU
 
     def forward(self, x):
         self._check(x)
@@ -138,28 +150,29 @@ class MaxPool2d(_Pool2d):
         xp.add.at(dx_pad, (nn_[..., None, None], cc[..., None, None], rows, cols), grad_out)   # += on overlaps
         return dx_pad[:, :, ph:ph + h, pw:pw + w]
 
-    def path_for(self, x) -> str:
-        """The form that runs for input x: ``impl``, or the choice of "auto" (nn/fast/pooling.py)."""
-        if self.impl not in ("auto", "fast"):
-            return self.impl
-        return fast.choose(self, x)
-
 
 class AvgPool2d(_Pool2d):
     """Average pooling; zero padding counts in the average (torch's count_include_pad=True)."""
 
-    IMPLS = ("auto", "fast", "reference")            # one form: every name runs it
+    IMPLS = ("auto", "fast", "reference")            # "auto" and "fast": "sums" on the CPU
+    FAST = "sums"
 
     def forward(self, x):
         self._check(x)
+        path = self.path_for(x)
+        if path != "reference":                                         # nn/fast/pooling.py
+            return run_forward(self, fast.FORMS[path], x)
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         win = windows(pad2d(x, ph, pw), kh, kw, sh, sw)             # (N, C, KH, KW, OH, OW)
         self.save_for_backward(Shape(x.shape))
         return win.mean(axis=(2, 3))
 
     def backward(self, grad_out, input_grad=True):
-        x_shape = self.saved().x_shape
+        saved = self.saved()
+        x_shape = saved.x_shape if not isinstance(saved, Fast) else saved.saved.x_shape
         check_grad(self, grad_out, x_shape[:2] + self._out_size(x_shape))
+        if isinstance(saved, Fast):                                     # nn/fast/pooling.py
+            return saved.form.backward(self, saved.saved, grad_out, input_grad)
         if not input_grad:
             return None
         xp = backend.get_array_module(grad_out)

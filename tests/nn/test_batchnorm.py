@@ -73,20 +73,23 @@ def test_gradcheck_without_affine_or_running_stats(xp, training):
     check(layer, x)
 
 
-def test_training_backward_is_not_the_eval_one():
+@pytest.mark.parametrize("impl", ["reference", "sums"])
+def test_training_backward_is_not_the_eval_one(impl):
     """In training mu and var depend on x: the two sums of the compact form. The gradient of
     sum(y * r) w.r.t. x then sums to 0 over each channel, and is orthogonal to xhat there
     (up to a term of order eps/var: mean(xhat^2) = var/(var + eps); eps is tiny here)."""
     rng = np.random.default_rng(2)
-    layer = make(nn.BatchNorm2d, 3, rng, eps=1e-14)
+    layer = make(nn.BatchNorm2d, 3, rng, eps=1e-14, impl=impl)
     x = rng.standard_normal((4, 3, 2, 2))
     layer(x)
+    assert layer.path_for(x) == impl
     dx = layer.backward(rng.standard_normal(x.shape))
-    xhat = layer.saved().xhat
+    xhat = layer.saved().xhat                         # the book's record, on either path
     np.testing.assert_allclose(dx.sum(axis=(0, 2, 3)), 0, atol=1e-12)
     np.testing.assert_allclose((dx * xhat).sum(axis=(0, 2, 3)), 0, atol=1e-12)
     layer.eval()
     layer(x)
+    assert layer.path_for(x) == "reference"          # running statistics: the elementwise book version
     assert np.abs(layer.backward(np.ones(x.shape)).sum(axis=(0, 2, 3))).min() > 0.1
 
 

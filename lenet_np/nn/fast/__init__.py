@@ -1,7 +1,7 @@
 """The fast forms of the layers: the same results as the plain versions in nn/, faster.
 
-A student reads nn/conv.py and nn/pooling.py: the book's version of each layer, on one
-screen. What makes LeNet fast lives here, behind one small interface per layer, and every
+A student reads nn/conv.py, nn/pooling.py and nn/batchnorm.py: the book's version of each
+layer, on one screen. What makes LeNet fast lives here, behind one small interface per layer, and every
 form is tested against the plain version on NumPy and on the CuPy stand-in:
 
     form = FORMS[name]                      a layer's fast form, picked by ``impl``
@@ -14,11 +14,15 @@ form is tested against the plain version on NumPy and on the CuPy stand-in:
 ``run_forward(layer, form, x)`` runs a form's forward and keeps ``Fast(form, saved)`` as the
 layer's saved record, so its backward runs the same form as its forward did.
 
-conv.py       Conv2d: "strided", "wide" and "band" (one product on image row bands),
-              and "auto"'s choice per backend and shape; band buffers reused
-pooling.py    MaxPool2d: "offsets" (a loop over kernel offsets on strided slices), and
-              the backward of an activation and the max pooling after it in one step
-order.py      LeNet's evaluation order: max pooling before a monotone activation
+conv.py       Conv2d: "strided", "wide" and "band" (one product on image row bands, without
+              the width padding), and "auto"'s choice per backend and shape; band buffers reused
+pooling.py    MaxPool2d: "offsets" (a loop over kernel offsets on strided slices); AvgPool2d:
+              "sums" (the same loop, adding); the backward of an activation and the pooling
+              after it in one step
+batchnorm.py  BatchNorm1d/2d with batch statistics: "sums" (per-channel sums and every pass in
+              the input's memory order); it keeps the book's record instead of ``Fast``
+order.py      LeNet's evaluation order and shortcuts: max pooling before a monotone
+              activation; a BatchNorm folded into the convolution or linear layer before it
 """
 
 from __future__ import annotations

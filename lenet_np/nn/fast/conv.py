@@ -11,9 +11,12 @@ im2col product of nn/conv.py, each tested against it.
   at a time (``conv_transpose_wide``).
 * ``"band"`` (stride 1): one product of the images' row bands with a banded weight matrix
   (im2col.py), whose output is an (N, O, OH, OW) view of (N, OH, O, OW) memory. LeNet's
-  convolutions on the CPU. Meant for narrow images: the banded matrix has KH*C*WP x O*OW
+  convolutions on the CPU. Meant for narrow images: the banded matrix has KH*C*W x O*OW
   entries. The last forward's band and banded weights are reused by the next forward of
-  the same shape (``_spares``).
+  the same shape (``_spares``). With padding, the band holds the images' W real columns
+  only, not the WP = W + 2*PW of the padded image (``band_layout``): the padding columns
+  would only multiply zeros (d2l's conv.0, 28 wide padded to 32: 1/8 of its products);
+  the height padding stays (zero rows of the band, where a kernel row falls off the image).
 
 ``choose`` is "auto": on the CPU, ``band`` where it pays (``use_band``), else ``wide`` for
 stride 1, else ``strided``; on a GPU, where every small call is a kernel launch,
@@ -22,6 +25,7 @@ stride 1, else ``strided``; on a GPU, where every small call is a kernel launch,
 
 from __future__ import annotations
 
+import functools
 import weakref
 from typing import NamedTuple
 
@@ -50,9 +54,8 @@ class ColumnsSaved(NamedTuple):
 
 class BandSaved(NamedTuple):
     x_shape: tuple
-    band: object          # (N*OH, KH*C*WP) row bands of the padded images
-    t: object             # (KH*C*WP, O*OW) banded weights
-    index: tuple          # (rows, cols) of T where the weights sit
+    band: object          # (N*OH, KH*C*W) row bands of the images (height padding included)
+    t: object             # (KH*C*W, O*OW) banded weights
 
 
 # layer -> (band, T) of its last band forward, for the next one to write over
@@ -95,7 +98,7 @@ def band_forward(layer, x):
     n, c, h, w = x.shape
     (kh, kw), (ph, pw) = layer.kernel_size, layer.padding
     o = layer.out_channels
-    oh, ow, wp = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1, w + 2 * pw
+    oh, ow = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
     # The last forward's band and T are written over when the shapes match. Fresh arrays of
     # this size had the kernel fault their pages in again on every call in a process that
     # has not yet freed larger blocks (glibc then returns such blocks to the kernel): the
@@ -106,40 +109,75 @@ def band_forward(layer, x):
     # which no other thread can interleave with: a second forward running at the same time
     # on this layer finds none and allocates its own.
     spare = _spares.pop(layer, None)
-    band = image_bands(pad2d(x, ph, pw), kh, out=None if spare is None else spare[0])  # (N*OH, KH*C*WP)
-    rows, cols = band_index(xp, c, kh, kw, wp, ow, o)            # cached per shape
-    shape = (kh * c * wp, o * ow)
+    band = image_bands(pad_rows(x, ph), kh, out=None if spare is None else spare[0])   # (N*OH, KH*C*W)
+    t_at, w_at, _, _ = band_layout(xp, c, kh, kw, w, pw, ow, o)   # cached per shape
+    shape = (kh * c * w, o * ow)
     if spare is not None and reusable(spare[1], xp, shape, x.dtype):
         t = spare[1]                    # same shape, so zero in the same places: rewrite W only
     else:
         t = xp.zeros(shape, dtype=x.dtype)                       # the banded weights
-    t[rows, cols] = layer.weight.data[..., None]
+    t.reshape(-1)[t_at] = layer.weight.data.reshape(-1)[w_at]
     y = band @ t                                                  # (N*OH, O*OW)
     if layer.bias is not None:
         y += xp.repeat(layer.bias.data, ow)
     _spares[layer] = (band, t)                                    # for the next forward
-    return y.reshape(n, oh, o, ow).transpose(0, 2, 1, 3), BandSaved(x.shape, band, t, (rows, cols))
+    return y.reshape(n, oh, o, ow).transpose(0, 2, 1, 3), BandSaved(x.shape, band, t)
+
+
+def pad_rows(x, ph):
+    """(N, C, H, W) -> (N, C, H + 2*PH, W), zero rows above and below (x itself for PH = 0)."""
+    if ph == 0:
+        return x
+    xp = backend.get_array_module(x)
+    n, c, h, w = x.shape
+    out = xp.empty((n, c, h + 2 * ph, w), dtype=x.dtype)
+    out[:, :, :ph] = 0
+    out[:, :, ph + h:] = 0
+    out[:, :, ph:ph + h] = x
+    return out
+
+
+@functools.lru_cache(maxsize=32)
+def band_layout(xp, c: int, kh: int, kw: int, w: int, pw: int, ow: int, o: int):
+    """Where the weights sit in T (KH*C*W, O*OW) for a band of the images' W real columns:
+    T[i*C*W + ch*W + col, o*OW + c] = W[o, ch, i, j] with col = c + j - PW, for col inside the
+    image (outside it, the weight would read width padding: it has no row of T).
+
+    Returns (t_at, w_at, t_all, complete): flat indices into T and into W of every weight
+    that has a place (T.flat[t_at] = W.flat[w_at]); t_all (O, C, KH, KW, OW), the flat
+    index into T of each weight and output column, T.size where it has none (dL/dW reads
+    a 0 there); complete, every one has a place (no width padding). Built once per shape
+    and device (cached): callers only read them."""
+    rows, cols = band_index(xp, c, kh, kw, w, ow, o)    # the places in a band W wide, from column 0
+    rows = rows - pw                                     # ... which starts PW columns into the padding
+    _, _, _, jj, ww = xp.indices((o, c, kh, kw, ow))
+    col = ww + jj - pw                                   # the image column each weight reads
+    real = (col >= 0) & (col < w)
+    t_all = xp.where(real, rows * (o * ow) + cols, kh * c * w * o * ow)
+    w_all = xp.broadcast_to(xp.arange(o * c * kh * kw).reshape(o, c, kh, kw, 1), real.shape)
+    return t_all[real], w_all[real], t_all, pw == 0
 
 
 def band_backward(layer, saved, grad_out, input_grad):
     xp = backend.get_array_module(grad_out)
-    x_shape, band, t, (rows, cols) = saved
+    x_shape, band, t = saved
     n, c, h, w = x_shape
-    kh, (ph, pw) = layer.kernel_size[0], layer.padding
+    (kh, kw), (ph, pw) = layer.kernel_size, layer.padding
     _, o, oh, ow = grad_out.shape
-    wp = w + 2 * pw
     g = xp.ascontiguousarray(grad_out.transpose(0, 2, 1, 3)).reshape(n * oh, o * ow)
-    dt = band.T @ g                                               # dL/dT (KH*C*WP, O*OW)
-    layer.weight.accumulate(dt[rows, cols].sum(axis=-1))           # W's entries of T, summed
+    dt = band.T @ g                                               # dL/dT (KH*C*W, O*OW)
+    _, _, t_all, complete = band_layout(xp, c, kh, kw, w, pw, ow, o)
+    flat = dt.reshape(-1) if complete else xp.concatenate([dt.reshape(-1), xp.zeros(1, dtype=dt.dtype)])
+    layer.weight.accumulate(flat[t_all].sum(axis=-1))             # W's entries of T, summed
     if layer.bias is not None:
         layer.bias.accumulate(g.sum(axis=0).reshape(o, ow).sum(axis=1))
     if not input_grad:
         return None
-    dband = (g @ t.T).reshape(n, oh, kh, c, wp)                   # dL/dband
-    dx = xp.zeros((n, h + 2 * ph, c, wp), dtype=grad_out.dtype)   # (N, HP, C, WP) memory
+    dband = (g @ t.T).reshape(n, oh, kh, c, w)                    # dL/dband
+    dx = xp.zeros((n, h + 2 * ph, c, w), dtype=grad_out.dtype)    # (N, HP, C, W) memory
     for i in range(kh):                                           # kernel row i of each band
         dx[:, i:i + oh] += dband[:, :, i]                         # back to the row it read
-    return dx[:, ph:ph + h, :, pw:pw + w].transpose(0, 2, 1, 3)   # view (N, C, H, W)
+    return dx[:, ph:ph + h].transpose(0, 2, 1, 3)                 # view (N, C, H, W)
 
 
 # -- strided and wide: one matrix product in (O, N, OH, OW) memory order --

@@ -244,3 +244,157 @@ def test_maxpool_offsets_matches_reference(xp, n, c, k, s, h, ties, seed, data):
     bound = 2 * sum_bound(math.ceil(k / s) ** 2, abs_sum)
     assert (np.abs(gx.astype(np.float64) - gx_ref) <= bound).all(), np.abs(gx - gx_ref).max()
     np.testing.assert_array_equal(to_np(lazy.backward(g)), gx)
+
+
+# -- AvgPool2d: "sums", and the backward of an activation and the average pooling in one step --
+@pytest.mark.numerics   # run again at a lower SIMD level: make test-numerics-low
+@given(n=st.integers(1, 3), c=st.integers(1, 3), k=st.integers(1, 4), s=st.integers(1, 4),
+       h=st.integers(4, 11), layout=st.sampled_from(["nchw", "cnhw", "nhcw"]), seed=st.integers(0, 2**16),
+       data=st.data())
+def test_avgpool_sums_matches_reference(xp, n, c, k, s, h, layout, seed, data):
+    """Forward within the rounding of a sum of KH*KW terms (the two forms add them in another
+    order), backward bit for bit (the same shares, added in the same kernel order), and the
+    input gradient laid out in memory as the input (the layer before reads it as it wrote it)."""
+    p = data.draw(st.integers(0, k // 2))
+    rng = np.random.default_rng(seed)
+    perm = {"nchw": (0, 1, 2, 3), "cnhw": (1, 0, 2, 3), "nhcw": (0, 2, 1, 3)}[layout]
+    x = rng.standard_normal((n, c, h, h + 2)).astype(np.float32)
+    x = np.ascontiguousarray(x.transpose(perm)).transpose(np.argsort(perm))
+    ref, fast = nn.AvgPool2d(k, s, p, impl="reference"), nn.AvgPool2d(k, s, p, impl="fast")
+    y_ref, y = to_np(ref(xp.asarray(x))), to_np(fast(xp.asarray(x)))
+    assert y.dtype == np.float32 and y.shape == y_ref.shape
+    bound = 2 * sum_bound(k * k, to_np(nn.AvgPool2d(k, s, p, impl="reference")(xp.asarray(np.abs(x)))))
+    assert (np.abs(y.astype(np.float64) - y_ref) <= bound + 4 * 2.0**-24 * np.abs(y_ref)).all()
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    g.reshape(-1)[:2] = [-0.0, np.nan][:g.size]    # the zero's sign and NaN come out as the plain form's
+    gx, gx_ref = to_np(fast.backward(xp.asarray(g))), to_np(ref.backward(xp.asarray(g)))
+    np.testing.assert_array_equal(gx, gx_ref)
+    np.testing.assert_array_equal(np.signbit(gx), np.signbit(gx_ref))
+    if xp is np:
+        assert fast.backward(g, input_grad=False) is None
+        big = [ax for ax in range(4) if x.shape[ax] > 1]
+        assert sorted(big, key=lambda ax: -gx.strides[ax]) == sorted(big, key=lambda ax: -x.strides[ax])
+
+
+def test_avgpool_auto_runs_sums_on_the_cpu_and_the_plain_form_on_a_gpu(xp):
+    """"auto" and "fast" run "sums" on the CPU, the plain form on a GPU; "reference" the plain
+    form everywhere (the names every layer takes: the fast form has no name of its own)."""
+    x = xp.asarray(np.ones((1, 1, 4, 4), np.float32))
+    for impl in ("auto", "fast"):
+        assert nn.AvgPool2d(2, impl=impl).path_for(x) == ("sums" if xp is np else "reference")
+    assert nn.AvgPool2d(2, impl="reference").path_for(x) == "reference"
+    assert nn.AvgPool2d.IMPLS == ("auto", "fast", "reference")
+    for impl in ("sums", "offsets"):
+        with pytest.raises(ValueError, match="impl"):
+            nn.AvgPool2d(2, impl=impl)
+    with pytest.raises(ValueError, match="impl"):
+        nn.MaxPool2d(2, impl="sums")
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+@given(n=st.integers(1, 3), c=st.integers(1, 4), k=st.integers(1, 3), oh=st.integers(1, 5), ow=st.integers(1, 5),
+       layout=st.sampled_from(["nchw", "cnhw", "nhcw"]), special=st.booleans(),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
+def test_avg_one_step_equals_two_steps_bit_for_bit(name, n, c, k, oh, ow, layout, special, dtype, seed):
+    """Average pooling after an activation, windows tiling the input: the activation's derivative
+    times each pixel's share in place is the two backwards' result bit for bit, signs of zero,
+    infinities and NaN included, laid out as the activation's input."""
+    rng = np.random.default_rng(seed)
+    shape = (n, c, oh * k, ow * k)
+    z = (rng.standard_normal(shape) * 4).astype(dtype)
+    if special:
+        z.reshape(-1)[rng.integers(0, z.size, 3)] = rng.choice([np.inf, -np.inf, -0.0, 0.0, 40.0], 3)
+    perm = {"nchw": (0, 1, 2, 3), "cnhw": (1, 0, 2, 3), "nhcw": (0, 2, 1, 3)}[layout]
+    z = np.ascontiguousarray(z.transpose(perm)).transpose(np.argsort(perm))
+    act, pool = ACTIVATIONS[name](), nn.AvgPool2d(k)
+    y = pool(act(z))
+    g = rng.standard_normal(y.shape).astype(dtype)
+    if special:
+        g.reshape(-1)[rng.integers(0, g.size, 3)] = rng.choice([np.nan, np.inf, -np.inf, -0.0], 3)
+    with np.errstate(invalid="ignore"):            # inf * 0 is NaN, in both forms alike
+        fused = backward_through(pool, act, g)
+        assert fused is not None
+        expected = two_step(act, pool, g)
+        again = backward_through(pool, act, g)
+    np.testing.assert_array_equal(fused, expected)
+    np.testing.assert_array_equal(np.signbit(fused), np.signbit(expected))
+    np.testing.assert_array_equal(again, fused)
+    assert fused.shape == z.shape and fused.dtype == z.dtype
+    big = [ax for ax in range(4) if z.shape[ax] > 1]
+    assert sorted(big, key=lambda ax: -fused.strides[ax]) == sorted(big, key=lambda ax: -z.strides[ax])
+
+
+@pytest.mark.parametrize("case", ["overlap", "padding", "leftover", "stride_gt_kernel", "reference", "no_forward"])
+def test_avg_declines_where_the_two_steps_are_needed(case):
+    rng = np.random.default_rng(6)
+    pool = {"overlap": nn.AvgPool2d(3, 2), "padding": nn.AvgPool2d(2, 2, 1), "stride_gt_kernel": nn.AvgPool2d(2, 3),
+            "reference": nn.AvgPool2d(2, impl="reference")}.get(case, nn.AvgPool2d(2))
+    z = rng.standard_normal((2, 3, 7 if case == "leftover" else 8, 8)).astype(np.float32)
+    act = nn.Sigmoid()
+    y = pool(act(z))
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    if case == "no_forward":
+        act.clear_cache()                          # the activation has nothing to go back from
+    assert backward_through(pool, act, g) is None
+    if case != "no_forward":
+        assert two_step(act, pool, g).shape == z.shape
+
+
+def test_avg_one_step_keeps_an_overridden_backward_or_grad_from_output():
+    """A subclass that overrides backward, or grad_from_output (which backward calls), without its
+    own local_derivative: the pool declines and that method runs. With its own local_derivative,
+    the joint step uses it."""
+    class LoggedSigmoid(nn.Sigmoid):
+        calls = 0
+
+        def backward(self, grad_out, input_grad=True):
+            type(self).calls += 1
+            return super().backward(grad_out, input_grad)
+
+    class HalfSigmoid(nn.Sigmoid):
+        @staticmethod
+        def grad_from_output(grad_out, y):
+            return nn.Sigmoid.grad_from_output(grad_out, y) / 2
+
+    class HalfBoth(HalfSigmoid):
+        def local_derivative(self, dtype=None):
+            return super().local_derivative(dtype) / 2
+
+    z = np.random.default_rng(7).standard_normal((2, 3, 4, 4)).astype(np.float32)
+    g = np.ones((2, 3, 2, 2), dtype=np.float32)
+    seq = nn.Sequential(nn.ReLU(), LoggedSigmoid(), nn.AvgPool2d(2))
+    seq(z)
+    seq.backward(g)
+    assert LoggedSigmoid.calls == 1
+    act, pool = HalfSigmoid(), nn.AvgPool2d(2)
+    pool(act(z))
+    assert backward_through(pool, act, g) is None
+    act, pool = HalfBoth(), nn.AvgPool2d(2)
+    pool(act(z))
+    np.testing.assert_array_equal(backward_through(pool, act, g), act.backward(pool.backward(g)))
+
+
+def test_d2l_backward_takes_one_step_per_pair_with_the_same_gradients(monkeypatch):
+    """d2l's training backward goes back through both (sigmoid, average pooling) pairs in one
+    step each, with the gradients of the two steps, bit for bit."""
+    rng = np.random.default_rng(8)
+    x = rng.random((8, 1, 28, 28), dtype=np.float32)
+    g = rng.standard_normal((8, 10)).astype(np.float32)
+    grads = {}
+    for fused in (True, False):
+        net = ln.LeNet(variant="d2l", seed=0)
+        if not fused:
+            monkeypatch.setattr(fast_pooling, "backward_through", lambda pool, act, grad: None)
+        calls = []
+
+        def counted(self, *a, original=nn.Sigmoid.backward, calls=calls, **k):
+            calls.append(1)
+            return original(self, *a, **k)
+        monkeypatch.setattr(nn.Sigmoid, "backward", counted)
+        net(x)
+        dx = net.backward(g)
+        grads[fused] = [dx] + [p.grad.copy() for p in net.parameters()]
+        assert len(calls) == (2 if fused else 4)          # net.8, net.10; and net.1, net.4 if not fused
+        monkeypatch.undo()
+    for a, b in zip(grads[True], grads[False]):
+        np.testing.assert_array_equal(a, b)

@@ -18,7 +18,9 @@ import pytest
 
 from lenet_np import backend, nn, optim, training
 from lenet_np.data import iterate_batches
+from lenet_np.nn import activation
 from lenet_np.nn import loss as loss_module
+from lenet_np.nn.fast import pooling
 from lenet_np.nn.im2col import col2im_gather
 
 from . import cupy_standin as cs
@@ -32,8 +34,9 @@ BATCH = 16
 # (every launch costs host time on a GPU); lower the budget when a change saves some.
 # History (docs/performance.md, "Kernel launches per training step"): 332, 160, 298 when first
 # counted; the optimizer's step fused to one kernel per parameter, the loss to five kernels
-# forward and one backward, col2im as a gather on the GPU: 165, 103, 233.
-BUDGET = {"classic": 165, "d2l": 103, "batchnorm": 233}
+# forward and one backward, col2im as a gather on the GPU: 165, 103, 233; max and average pooling
+# in one fused kernel each way: 91, 93, 223; the sigmoid and its gradient one kernel each: 71, 73, 203.
+BUDGET = {"classic": 71, "d2l": 73, "batchnorm": 203}
 
 
 @pytest.fixture()
@@ -230,6 +233,26 @@ def test_col2im_gather_is_three_kernels_whatever_the_kernel_size(on_standin, k, 
     assert launches == {"zeros": 1, "setitem[copy]": 1, "sum": 1}
 
 
+@pytest.mark.parametrize("cls", [nn.MaxPool2d, nn.AvgPool2d])
+@pytest.mark.parametrize("k,s,hw", [(2, 2, 8), (2, 3, 8), (3, 3, 7)])
+def test_pooling_on_the_gpu_is_one_kernel_each_way(on_standin, cls, k, s, hw):
+    """Where the windows neither overlap nor reach into padding, a pooling layer is one fused
+    kernel forward and one backward, with a zero fill first where some pixels lie in no
+    window (the plain forms: about 40 launches per max pooling, 10 per average pooling)."""
+    pool = cls(k, s)
+    x = dev(np.random.default_rng(0).standard_normal((2, 3, hw, hw)).astype(np.float32))
+    with cs.count_launches() as forward:
+        y = pool(x)
+    g = sp.ones_like(y)
+    with cs.count_launches() as backward:
+        pool.backward(g)
+    name = "max_pool" if cls is nn.MaxPool2d else "avg_pool"
+    assert forward == {f"fuse:{name}_forward": 1}
+    tiles = s == k and hw % k == 0
+    backward_kernel = "fuse:max_pool_route" if cls is nn.MaxPool2d else "fuse:avg_pool_spread"
+    assert backward == ({backward_kernel: 1} if tiles else {"zeros": 1, backward_kernel: 1})
+
+
 def test_the_fused_functions_fuse_in_real_cupy():
     """Real CuPy (14.2) traces each fused function of lenet_np with its fusion (cupy.fuse's
     first try; it would fall back to a slower path or fail on a GPU only): on fake device
@@ -276,6 +299,22 @@ def test_the_fused_functions_fuse_in_real_cupy():
             == "ReductionKernel"
         assert type(trace(loss_module._softmax_minus_onehot, (), (z, shift, log_sum, labels, classes, 0.5))).__name__ \
             == "ElementwiseKernel"
+    assert type(trace(activation._sigmoid, (), (fake((16, 6, 24, 24)),))).__name__ == "ElementwiseKernel"
+    assert type(trace(activation._sigmoid_grad, (), (fake((16, 6, 24, 24)), fake((16, 6, 24, 24))))).__name__ \
+        == "ElementwiseKernel"
+    x, dx = fake((16, 6, 24, 24)), fake((16, 6, 24, 24))
+    arg, g = fake((16, 6, 12, 12), np.uint8), fake((16, 6, 12, 12))
+    slices = [x[..., i::2, j::2] for i in range(2) for j in range(2)]
+    dslices = [dx[..., i::2, j::2] for i in range(2) for j in range(2)]
+    forward = trace(pooling._max_pool_forward, ("uint8",), slices)
+    assert type(forward).__name__ == "ElementwiseKernel" and len(forward.out_params) == 2
+    assert all(q.is_const for q in forward.in_params)              # the input is only read
+    assert type(trace(pooling._avg_pool_forward, (4,), slices)).__name__ == "ElementwiseKernel"
+    for build, options, args in ((pooling._max_pool_route, (), (arg, g, *dslices)),
+                                 (pooling._avg_pool_spread, (4,), (g, *dslices))):
+        kernel = trace(build, options, args)
+        written = [q.name for q in kernel.in_params if not q.is_const]
+        assert written == [q.name for q in kernel.in_params][-4:]   # the four slices of dL/dx, nothing else
 
 
 # -- launches per training step ---------------------------------------------------------------------

@@ -15,18 +15,20 @@ Max pooling
               into the padding.
 
     Below: the window view (N, C, OH, OW, KH*KW), ``argmax`` over the last axis, and a
-    scatter-add (``xp.add.at``) of the gradient to the winning positions. A faster form,
-    "offsets", lives in nn/fast/pooling.py (with the backward of an activation and the max
-    pooling after it in one step); ``impl`` picks it ("auto", the default, runs it on the
-    CPU and the code here on a GPU), and the tests hold it to this one.
+    scatter-add (``xp.add.at``) of the gradient to the winning positions. Faster forms live
+    in nn/fast/pooling.py: "offsets" (with the backward of an activation and the max pooling
+    after it in one step), which "auto", the default, runs on the CPU; "fused" (one kernel
+    each way), which it runs on a GPU where the windows neither overlap nor reach into
+    padding (the code here elsewhere). ``impl`` picks one; the tests hold each to this one.
 
 Average pooling (torch's defaults: zero padding counted in the average)
     forward   y = mean of the window of x_pad
     backward  every element of a window receives grad / (KH*KW)
 
-    Below: the mean over the window view, and col2im of the shares. The fast form, "sums"
-    (nn/fast/pooling.py, with the backward of an activation and the average pooling after
-    it in one step), is the one "auto" runs on the CPU.
+    Below: the mean over the window view, and col2im of the shares. The fast forms, in
+    nn/fast/pooling.py: "sums" (with the backward of an activation and the average pooling
+    after it in one step), which "auto" runs on the CPU, and "fused", which it runs on a GPU
+    where max pooling's does.
 """
 
 from __future__ import annotations
@@ -76,7 +78,12 @@ class _Pool2d(Module):
 
     @impl.setter
     def impl(self, impl):
-        self._impl = check_impl(type(self).__name__, impl, self.IMPLS)
+        impl = check_impl(type(self).__name__, impl, self.IMPLS)
+        if impl == "fused" and not fast.fusable(self):
+            raise ValueError(f"{type(self).__name__}: impl='fused' needs windows that do not overlap and no "
+                             f"padding (stride >= kernel_size, padding=0), got kernel_size={self.kernel_size}, "
+                             f"stride={self.stride}, padding={self.padding}; use impl='auto'")
+        self._impl = impl
 
     def path_for(self, x) -> str:
         """The form that runs for input x: ``impl``, or the choice of "auto" (nn/fast/pooling.py)."""
@@ -107,7 +114,7 @@ class _Pool2d(Module):
 
 
 class MaxPool2d(_Pool2d):
-    IMPLS = ("auto", "fast", "reference", "offsets")
+    IMPLS = ("auto", "fast", "reference", "offsets", "fused")
     FAST = "offsets"                                  # the fast form "auto" runs on the CPU
 
     def forward(self, x):
@@ -154,7 +161,7 @@ class MaxPool2d(_Pool2d):
 class AvgPool2d(_Pool2d):
     """Average pooling; zero padding counts in the average (torch's count_include_pad=True)."""
 
-    IMPLS = ("auto", "fast", "reference")            # "auto" and "fast": "sums" on the CPU
+    IMPLS = ("auto", "fast", "reference", "sums", "fused")   # "auto" and "fast": "sums" on the CPU
     FAST = "sums"
 
     def forward(self, x):

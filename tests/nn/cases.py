@@ -46,12 +46,15 @@ def conv_params(draw, stride_one=False):
 
 
 @st.composite
-def pool_params(draw):
+def pool_params(draw, disjoint=False):
+    """Any pooling; ``disjoint``: windows that neither overlap nor reach into padding (the
+    "fused" forms: stride >= kernel, no padding; rows and columns may be left over)."""
     k = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
-    p = (draw(st.integers(0, k[0] // 2)), draw(st.integers(0, k[1] // 2)))
+    p = (0, 0) if disjoint else (draw(st.integers(0, k[0] // 2)), draw(st.integers(0, k[1] // 2)))
+    s = (draw(st.integers(k[0] if disjoint else 1, 4)), draw(st.integers(k[1] if disjoint else 1, 4)))
     hw = (draw(st.integers(max(1, k[0] - 2 * p[0]), 10)), draw(st.integers(max(1, k[1] - 2 * p[1]), 10)))
-    return dict(n=draw(st.integers(1, 3)), c=draw(st.integers(1, 3)), k=k,
-                s=(draw(st.integers(1, 4)), draw(st.integers(1, 4))), p=p, hw=hw, seed=draw(st.integers(0, 2**16)))
+    return dict(n=draw(st.integers(1, 3)), c=draw(st.integers(1, 3)), k=k, s=s, p=p, hw=hw,
+                seed=draw(st.integers(0, 2**16)))
 
 
 def any_shape(min_dims=1, max_dims=4, largest=6, scales=(1.0,)):
@@ -77,6 +80,7 @@ def norm_params(draw, dims):
 
 CONV_EXAMPLE = dict(n=2, c=2, o=3, k=(3, 3), s=(1, 1), p=(1, 1), hw=(7, 6), bias=True, seed=0)
 POOL_EXAMPLE = dict(n=2, c=2, k=(3, 3), s=(2, 2), p=(1, 1), hw=(7, 6), seed=0)
+DISJOINT_EXAMPLE = dict(POOL_EXAMPLE, k=(2, 2), s=(3, 2), p=(0, 0))     # a row left over, none padded
 
 
 def _image_shape(q):
@@ -128,18 +132,23 @@ def _cases():
     for impl in ("wide", "band"):                                   # the stride-1 forms
         cases.append(LayerCase(f"conv-{impl}", conv_params(stride_one=True), _conv(impl), _image_shape,
                                _conv_torch, CONV_EXAMPLE))
-    for impl in ("reference", "offsets"):
+    for impl in ("reference", "offsets", "fused"):
         cases.append(LayerCase(
-            f"maxpool-{impl}", pool_params(), lambda q, rng, impl=impl: nn.MaxPool2d(q["k"], q["s"], q["p"], impl=impl),
-            _image_shape, lambda F, layer, q: (lambda t: F.max_pool2d(t, q["k"], q["s"], q["p"])), POOL_EXAMPLE,
+            f"maxpool-{impl}", pool_params(disjoint=impl == "fused"),
+            lambda q, rng, impl=impl: nn.MaxPool2d(q["k"], q["s"], q["p"], impl=impl),
+            _image_shape, lambda F, layer, q: (lambda t: F.max_pool2d(t, q["k"], q["s"], q["p"])),
+            DISJOINT_EXAMPLE if impl == "fused" else POOL_EXAMPLE,
             kinks=True, ties=True))
     cases.append(LayerCase(
         "maxpool-eval", pool_params(), lambda q, rng: nn.MaxPool2d(q["k"], q["s"], q["p"], impl="offsets"),
         _image_shape, lambda F, layer, q: (lambda t: F.max_pool2d(t, q["k"], q["s"], q["p"])),
         dict(POOL_EXAMPLE, k=(2, 2), s=(2, 2), p=(0, 0), hw=(6, 6)), kinks=True, ties=True, mode="eval"))
-    cases.append(LayerCase(
-        "avgpool", pool_params(), lambda q, rng: nn.AvgPool2d(q["k"], q["s"], q["p"]), _image_shape,
-        lambda F, layer, q: (lambda t: F.avg_pool2d(t, q["k"], q["s"], q["p"])), POOL_EXAMPLE))
+    for impl in ("reference", "sums", "fused"):
+        cases.append(LayerCase(
+            f"avgpool-{impl}", pool_params(disjoint=impl == "fused"),
+            lambda q, rng, impl=impl: nn.AvgPool2d(q["k"], q["s"], q["p"], impl=impl), _image_shape,
+            lambda F, layer, q: (lambda t: F.avg_pool2d(t, q["k"], q["s"], q["p"])),
+            DISJOINT_EXAMPLE if impl == "fused" else POOL_EXAMPLE))
     cases.append(LayerCase("sigmoid", any_shape(scales=(1.0, 5.0)),       # beyond, finite differences see only rounding
                            lambda q, rng: nn.Sigmoid(), lambda q: q["shape"],
                            lambda F, layer, q: F.sigmoid, dict(shape=(2, 3, 4), seed=0)))

@@ -110,8 +110,9 @@ def test_impl_names_are_checked():
         nn.Conv2d(2, 2, 3, stride=(1, 2), impl="band")
     with pytest.raises(ValueError, match="impl must be one of"):
         nn.MaxPool2d(2, impl="wide")
-    with pytest.raises(ValueError, match=r"AvgPool2d: impl must be one of auto, fast, reference, got 'offsets'"):
-        nn.AvgPool2d(2, impl="offsets")          # average pooling has one form: "offsets" is max pooling's
+    with pytest.raises(ValueError, match=r"AvgPool2d: impl must be one of auto, fast, reference, sums, fused, "
+                                         r"got 'offsets'"):
+        nn.AvgPool2d(2, impl="offsets")          # "offsets" is max pooling's
     assert nn.AvgPool2d(2, impl="reference").impl == "reference"
     assert set(nn.Conv2d.IMPLS) >= {"reference", "strided", "wide", "band"}
     assert set(nn.MaxPool2d.IMPLS) >= {"reference", "offsets"}

@@ -56,6 +56,17 @@ def test_maxpool2d_nan_windows_route_as_torch(torch_ref, xp, impl, k, s, p):
     torch_ref.run_both(nn.MaxPool2d(k, s, p, impl=impl), lambda t: F.max_pool2d(t, k, s, p), x, xp)
 
 
+@pytest.mark.parametrize("k,s", [(2, 2), (3, 3), ((2, 3), (3, 4))])
+def test_maxpool2d_fused_routes_nan_and_ties_as_torch(torch_ref, xp, k, s):
+    """The GPU's one-kernel form: NaN (one or several in a window), ties of small integers, and
+    pixels outside every window (gaps where the stride is larger than the kernel)."""
+    rng = np.random.default_rng(7)
+    x = rng.integers(0, 3, (2, 3, 9, 11)).astype(np.float32)
+    x[rng.random(x.shape) < 0.15] = np.nan
+    F = torch_ref.torch.nn.functional
+    torch_ref.run_both(nn.MaxPool2d(k, s, impl="fused"), lambda t: F.max_pool2d(t, k, s), x, xp)
+
+
 @pytest.mark.parametrize("impl", ["reference", "offsets"])
 @pytest.mark.parametrize("k,s,p", [(3, 2, 1), (2, 1, 1), (3, 3, 1), ((3, 2), 1, (1, 0))])
 def test_maxpool2d_windows_of_minus_inf_route_to_a_real_pixel(torch_ref, xp, impl, k, s, p):

@@ -276,20 +276,31 @@ def test_avgpool_sums_matches_reference(xp, n, c, k, s, h, layout, seed, data):
         assert sorted(big, key=lambda ax: -gx.strides[ax]) == sorted(big, key=lambda ax: -x.strides[ax])
 
 
-def test_avgpool_auto_runs_sums_on_the_cpu_and_the_plain_form_on_a_gpu(xp):
-    """"auto" and "fast" run "sums" on the CPU, the plain form on a GPU; "reference" the plain
-    form everywhere (the names every layer takes: the fast form has no name of its own)."""
-    x = xp.asarray(np.ones((1, 1, 4, 4), np.float32))
-    for impl in ("auto", "fast"):
-        assert nn.AvgPool2d(2, impl=impl).path_for(x) == ("sums" if xp is np else "reference")
-    assert nn.AvgPool2d(2, impl="reference").path_for(x) == "reference"
-    assert nn.AvgPool2d.IMPLS == ("auto", "fast", "reference")
-    for impl in ("sums", "offsets"):
-        with pytest.raises(ValueError, match="impl"):
-            nn.AvgPool2d(2, impl=impl)
+def test_auto_runs_the_cpu_forms_on_the_cpu_and_fused_on_a_gpu(xp):
+    """"auto" and "fast" run "offsets" and "sums" on the CPU; on a GPU "fused" where the windows
+    neither overlap nor reach into padding, else the plain form; "reference" the plain form
+    everywhere."""
+    x = xp.asarray(np.ones((1, 1, 6, 6), np.float32))
+    for cls, cpu in ((nn.MaxPool2d, "offsets"), (nn.AvgPool2d, "sums")):
+        for impl in ("auto", "fast"):
+            assert cls(2, impl=impl).path_for(x) == (cpu if xp is np else "fused")
+            assert cls(3, 2, impl=impl).path_for(x) == (cpu if xp is np else "reference")      # overlapping
+            assert cls(3, 3, 1, impl=impl).path_for(x) == (cpu if xp is np else "reference")   # padded
+            assert cls(2, 3, impl=impl).path_for(x) == (cpu if xp is np else "fused")          # gaps between
+        assert cls(2, impl="reference").path_for(x) == "reference"
+        assert cls(2, impl="fused").path_for(x) == "fused"
+    assert nn.AvgPool2d.IMPLS == ("auto", "fast", "reference", "sums", "fused")
+    with pytest.raises(ValueError, match="impl"):
+        nn.AvgPool2d(2, impl="offsets")
     with pytest.raises(ValueError, match="impl"):
         nn.MaxPool2d(2, impl="sums")
 
+
+@pytest.mark.parametrize("cls", [nn.MaxPool2d, nn.AvgPool2d])
+def test_fused_refuses_windows_that_overlap_or_reach_into_padding(cls):
+    for k, s, p in ((3, 2, 0), (2, 1, 0), (3, 3, 1), ((2, 3), (2, 2), 0)):
+        with pytest.raises(ValueError, match=r"impl='fused' needs windows that do not overlap and no padding"):
+            cls(k, s, p, impl="fused")
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
 @given(n=st.integers(1, 3), c=st.integers(1, 4), k=st.integers(1, 3), oh=st.integers(1, 5), ow=st.integers(1, 5),

@@ -26,6 +26,7 @@ settings.register_profile("dev", deadline=None, max_examples=100)
 settings.register_profile("numerics-low", derandomize=True, deadline=None, max_examples=8, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+STANDIN_EXAMPLES = 8       # drawn cases of a test on the CuPy stand-in, where it has its own (tests/nn/test_layers.py)
 
 REAL_GPU = backend.cupy_available()
 if not REAL_GPU:

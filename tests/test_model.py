@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import lenet_np as ln
-from lenet_np import nn
+from lenet_np import backend, nn
 from lenet_np.gradcheck import gradcheck_steps
 
 from .conftest import tie_free
@@ -126,9 +126,14 @@ def test_the_classic_network_keeps_its_earlier_name():
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("activation,pool", [("sigmoid", "max"), ("relu", "max"), ("sigmoid", "avg")])
-@pytest.mark.parametrize("with_loss", [False, True])
-def test_lenet_backward_matches_finite_differences(xp, activation, pool, with_loss):
+# Every network on NumPy; on the CuPy stand-in (NumPy's arithmetic behind CuPy's API, so the
+# same rounding) the forms a GPU runs, once each: max and average pooling, with and without the loss.
+@pytest.mark.parametrize("device,activation,pool,with_loss", [
+    *(("numpy", act, pool, with_loss) for act, pool in [("sigmoid", "max"), ("relu", "max"), ("sigmoid", "avg")]
+      for with_loss in (False, True)),
+    ("cupy", "sigmoid", "max", True), ("cupy", "relu", "max", False), ("cupy", "sigmoid", "avg", True)])
+def test_lenet_backward_matches_finite_differences(device, activation, pool, with_loss):
+    xp = np if device == "numpy" else backend.require_cupy()
     rng = np.random.default_rng(7)
     net = ln.LeNet(activation=activation, pool=pool, seed=3).double()
     net.to("cuda" if xp is not np else "cpu")

@@ -13,32 +13,61 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lenet_np import nn
+from lenet_np import backend, nn
 
-from ..conftest import to_np
+from ..conftest import REAL_GPU, STANDIN_EXAMPLES, to_np
 from ..numerics import assert_gradcheck
 from .cases import LAYERS, NETWORKS, build
 
 IDS = [c.name for c in LAYERS]
 
 
+# The stand-in computes with NumPy: on it the drawn cases check CuPy's API and the GPU's forms,
+# not another rounding, and fewer of them do (a real GPU gets the profile's full count).
+ON_CUPY = settings(max_examples=settings.default.max_examples if REAL_GPU
+                   else min(settings.default.max_examples, STANDIN_EXAMPLES))
+
+
 # -- 1. finite differences ------------------------------------------------------------------
-@pytest.mark.parametrize("case", LAYERS, ids=IDS)
-@given(data=st.data())
-def test_backward_matches_finite_differences(xp, case, data):
+def finite_differences(xp, case, data):
     q = data.draw(case.params, label="params")
     layer, x = build(case, q, xp, np.float64)
     assert_gradcheck(layer, x)
+
+
+@pytest.mark.parametrize("case", LAYERS, ids=IDS)
+@given(data=st.data())
+def test_backward_matches_finite_differences(case, data):
+    finite_differences(np, case, data)
+
+
+@pytest.mark.parametrize("case", LAYERS, ids=IDS)
+@ON_CUPY
+@given(data=st.data())
+def test_backward_matches_finite_differences_on_cupy(case, data):
+    finite_differences(backend.require_cupy(), case, data)
 
 
 # -- 2. torch ---------------------------------------------------------------------------------
 @pytest.mark.numerics       # run again at a lower SIMD level: make test-numerics-low
 @pytest.mark.parametrize("case", LAYERS, ids=IDS)
 @given(data=st.data())
-def test_forward_and_backward_match_torch(xp, case, data):
+def test_forward_and_backward_match_torch(case, data):
+    against_torch(np, case, data)
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("case", LAYERS, ids=IDS)
+@ON_CUPY
+@given(data=st.data())
+def test_forward_and_backward_match_torch_on_cupy(case, data):
+    against_torch(backend.require_cupy(), case, data)
+
+
+def against_torch(xp, case, data):
     torch = pytest.importorskip("torch", reason="the reference tests need torch==2.13.0 (pip install -e '.[test]')")
     from ..torch_ref import run_both
     q = data.draw(case.params, label="params")

@@ -97,16 +97,17 @@ def test_checks_the_gradient_shape():
         backward_through(pool, act, np.zeros((1, 3, 4, 4), dtype=np.float32))
 
 
-@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
-def test_lenet_backward_takes_one_step_per_pair_with_the_same_gradients(activation, monkeypatch):
+@pytest.mark.parametrize("variant,activation", [("classic", "sigmoid"), ("classic", "relu"), ("d2l", "sigmoid")])
+def test_lenet_backward_takes_one_step_per_pair_with_the_same_gradients(variant, activation, monkeypatch):
     """LeNet's training backward goes through both (activation, pooling) pairs in one step
-    each (the activations' own backward never runs), with the gradients of the two steps."""
+    each (the activations' own backward never runs there), max pooling (classic) and average
+    pooling (d2l), with the gradients of the two steps, bit for bit."""
     rng = np.random.default_rng(2)
     x = rng.random((8, 1, 28, 28), dtype=np.float32)
     g = rng.standard_normal((8, 10)).astype(np.float32)
     grads = {}
     for fused in (True, False):
-        net = ln.LeNet(activation, seed=0)
+        net = ln.LeNet(activation, seed=0, variant=variant)
         if not fused:
             monkeypatch.setattr(fast_pooling, "backward_through", lambda pool, act, grad: None)
         calls = []
@@ -119,7 +120,7 @@ def test_lenet_backward_takes_one_step_per_pair_with_the_same_gradients(activati
         net(x)
         dx = net.backward(g)
         grads[fused] = [dx] + [p.grad.copy() for p in net.parameters()]
-        assert len(calls) == (2 if fused else 4)          # fc.1, fc.3; and conv.1, conv.4 if not fused
+        assert len(calls) == (2 if fused else 4)          # the two in the dense block; and the conv block's two
         monkeypatch.undo()
     for a, b in zip(grads[True], grads[False]):
         np.testing.assert_array_equal(a, b)
@@ -193,29 +194,47 @@ def _torch_layers(torch, net):
     return out
 
 
-def test_an_activation_that_overrides_backward_keeps_it():
+class LoggedSigmoid(nn.Sigmoid):
+    """Overrides backward alone: counts its calls (reset by the test that reads them)."""
+    calls = 0
+
+    def backward(self, grad_out, input_grad=True):
+        type(self).calls += 1
+        return super().backward(grad_out, input_grad)
+
+
+class HalfSigmoid(nn.Sigmoid):
+    """Overrides grad_from_output (which backward calls), not local_derivative."""
+    @staticmethod
+    def grad_from_output(grad_out, y):
+        return nn.Sigmoid.grad_from_output(grad_out, y) / 2
+
+
+class HalfBoth(HalfSigmoid):
+    """Overrides both derivatives alike."""
+    def local_derivative(self, dtype=None):
+        return super().local_derivative(dtype) / 2
+
+
+@pytest.mark.parametrize("pool_cls", [nn.MaxPool2d, nn.AvgPool2d])
+def test_an_activation_that_overrides_backward_keeps_it(pool_cls):
     """A subclass that overrides backward alone must see its backward run: the pool declines.
-    One that overrides grad_from_output is used in the joint step."""
-    class LoggedSigmoid(nn.Sigmoid):
-        calls = 0
-
-        def backward(self, grad_out, input_grad=True):
-            type(self).calls += 1
-            return super().backward(grad_out, input_grad)
-
-    class HalfSigmoid(nn.Sigmoid):
-        @staticmethod
-        def grad_from_output(grad_out, y):
-            return nn.Sigmoid.grad_from_output(grad_out, y) / 2
-
+    Max pooling's joint step takes the derivative from grad_from_output, so it uses an
+    override of that; average pooling's takes local_derivative, so it declines an override
+    of grad_from_output alone (backward calls it) and uses one of both."""
     z = np.random.default_rng(5).standard_normal((2, 3, 4, 4)).astype(np.float32)
     g = np.ones((2, 3, 2, 2), dtype=np.float32)
-    seq = nn.Sequential(nn.ReLU(), LoggedSigmoid(), nn.MaxPool2d(2))
+    LoggedSigmoid.calls = 0
+    seq = nn.Sequential(nn.ReLU(), LoggedSigmoid(), pool_cls(2))
     seq(z)
     seq.backward(g)
     assert LoggedSigmoid.calls == 1
-    act, pool = HalfSigmoid(), nn.MaxPool2d(2)
+    act, pool = HalfSigmoid(), pool_cls(2)
     pool(act(z))
+    if pool_cls is nn.AvgPool2d:
+        assert backward_through(pool, act, g) is None
+        act, pool = HalfBoth(), pool_cls(2)
+        pool(act(z))
     np.testing.assert_array_equal(backward_through(pool, act, g), act.backward(pool.backward(g)))
 
 
@@ -349,63 +368,3 @@ def test_avg_declines_where_the_two_steps_are_needed(case):
     assert backward_through(pool, act, g) is None
     if case != "no_forward":
         assert two_step(act, pool, g).shape == z.shape
-
-
-def test_avg_one_step_keeps_an_overridden_backward_or_grad_from_output():
-    """A subclass that overrides backward, or grad_from_output (which backward calls), without its
-    own local_derivative: the pool declines and that method runs. With its own local_derivative,
-    the joint step uses it."""
-    class LoggedSigmoid(nn.Sigmoid):
-        calls = 0
-
-        def backward(self, grad_out, input_grad=True):
-            type(self).calls += 1
-            return super().backward(grad_out, input_grad)
-
-    class HalfSigmoid(nn.Sigmoid):
-        @staticmethod
-        def grad_from_output(grad_out, y):
-            return nn.Sigmoid.grad_from_output(grad_out, y) / 2
-
-    class HalfBoth(HalfSigmoid):
-        def local_derivative(self, dtype=None):
-            return super().local_derivative(dtype) / 2
-
-    z = np.random.default_rng(7).standard_normal((2, 3, 4, 4)).astype(np.float32)
-    g = np.ones((2, 3, 2, 2), dtype=np.float32)
-    seq = nn.Sequential(nn.ReLU(), LoggedSigmoid(), nn.AvgPool2d(2))
-    seq(z)
-    seq.backward(g)
-    assert LoggedSigmoid.calls == 1
-    act, pool = HalfSigmoid(), nn.AvgPool2d(2)
-    pool(act(z))
-    assert backward_through(pool, act, g) is None
-    act, pool = HalfBoth(), nn.AvgPool2d(2)
-    pool(act(z))
-    np.testing.assert_array_equal(backward_through(pool, act, g), act.backward(pool.backward(g)))
-
-
-def test_d2l_backward_takes_one_step_per_pair_with_the_same_gradients(monkeypatch):
-    """d2l's training backward goes back through both (sigmoid, average pooling) pairs in one
-    step each, with the gradients of the two steps, bit for bit."""
-    rng = np.random.default_rng(8)
-    x = rng.random((8, 1, 28, 28), dtype=np.float32)
-    g = rng.standard_normal((8, 10)).astype(np.float32)
-    grads = {}
-    for fused in (True, False):
-        net = ln.LeNet(variant="d2l", seed=0)
-        if not fused:
-            monkeypatch.setattr(fast_pooling, "backward_through", lambda pool, act, grad: None)
-        calls = []
-
-        def counted(self, *a, original=nn.Sigmoid.backward, calls=calls, **k):
-            calls.append(1)
-            return original(self, *a, **k)
-        monkeypatch.setattr(nn.Sigmoid, "backward", counted)
-        net(x)
-        dx = net.backward(g)
-        grads[fused] = [dx] + [p.grad.copy() for p in net.parameters()]
-        assert len(calls) == (2 if fused else 4)          # net.8, net.10; and net.1, net.4 if not fused
-        monkeypatch.undo()
-    for a, b in zip(grads[True], grads[False]):
-        np.testing.assert_array_equal(a, b)

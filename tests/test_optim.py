@@ -8,12 +8,10 @@ import numpy as np
 import pytest
 
 import lenet_np as ln
-from lenet_np import nn
+from lenet_np import backend, nn
 
-from .conftest import to_np
+from .conftest import REAL_GPU, to_np
 from .numerics import conditioning_floor, rounding_mode, torch_floor
-
-pytestmark = pytest.mark.numerics   # run again at a lower SIMD level: make test-numerics-low
 
 torch = pytest.importorskip("torch", reason="the reference tests need torch==2.13.0 (pip install -e '.[test]')")
 from benchmarks.torch_models import book_model  # noqa: E402  (after the importorskip)
@@ -121,11 +119,20 @@ def update_floor(start, opt_name, kwargs, fed, device):
     return conditioning_floor(run)
 
 
+# The float32 checks bound the rounding of the device that runs them: on the CuPy stand-in that
+# is NumPy's, already checked, so they run on CuPy only with a GPU (the float64 trajectories
+# below run on both: they hold the stand-in's API and the fused update kernels to torch's).
+FLOAT32_DEVICES = ["numpy", "cupy"] if REAL_GPU else ["numpy"]
+
+
+@pytest.mark.numerics   # run again at a lower SIMD level: make test-numerics-low
+@pytest.mark.parametrize("device", FLOAT32_DEVICES)
 @pytest.mark.parametrize("opt_name,kwargs", OPTIMIZERS)
-def test_optimizer_update_rule_float32(xp, opt_name, kwargs):
+def test_optimizer_update_rule_float32(device, opt_name, kwargs):
     """50 float32 steps with identical gradients: the update rules agree to the rounding of
     the float64 rule from the same gradients (Adam magnifies rounding where a gradient is near
     0, and the floor measures that)."""
+    xp = np if device == "numpy" else backend.require_cupy()
     ours, tparams, start, _, fed = train_both(xp, opt_name, kwargs, np.float32, same_grads=True)
     floor = update_floor(start, opt_name, kwargs, fed, torch_device(xp))
     for name, p in ours.named_parameters():
@@ -141,11 +148,14 @@ def test_training_parity_float64(xp, opt_name, kwargs):
         assert_close(p.data, tparams[name], rtol=1e-10, what=name)
 
 
+@pytest.mark.numerics
+@pytest.mark.parametrize("device", FLOAT32_DEVICES)
 @pytest.mark.parametrize("opt_name,kwargs", [o for o in OPTIMIZERS if o[0] == "sgd"])
-def test_training_parity_float32(xp, opt_name, kwargs):
+def test_training_parity_float32(device, opt_name, kwargs):
     """Network and SGD together, 10 float32 steps: the parameters within the float64 floor of
     the same training. SGD, because Adam's step is about lr * sign(g) and so turns rounding in
     a gradient near 0 into a whole step: Adam is checked from the same gradients above."""
+    xp = np if device == "numpy" else backend.require_cupy()
     ours, tparams, start, batches, _ = train_both(xp, opt_name, kwargs, np.float32, steps=10)
     floor = torch_floor(start, batches, lambda ps: torch.optim.SGD(ps, **kwargs), device=torch_device(xp))
     for name, p in ours.named_parameters():

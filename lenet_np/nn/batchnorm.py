@@ -39,8 +39,9 @@ combined (Chan's formula) into the whole batch's, and in the backward the two su
 sum(G) and sum(G * xhat) are summed over the slices, before each replica goes on with
 its own slice. ``sync`` None (a layer on its own) changes nothing in the formulas above.
 
-Below is the book's version; a faster form for batch statistics on the CPU, "sums", lives
-in nn/fast/batchnorm.py (``impl`` picks it, as for the pooling and the convolution).
+Below is the book's version; faster forms for batch statistics, "sums" on the CPU and "fused"
+on a GPU, live in nn/fast/batchnorm.py (``impl`` picks one, as for the pooling and the
+convolution).
 """
 
 from __future__ import annotations
@@ -111,9 +112,9 @@ class _BatchNorm(Module):
 
     @property
     def impl(self) -> str:
-        """The form that runs: "auto" (the default; "fast" is the same): "sums" for batch
-        statistics of (N, C, ...) inputs on the CPU, else "reference", the book's version
-        below (nn/fast/batchnorm.py, ``choose``); or one of them by name."""
+        """The form that runs: "auto" (the default; "fast" is the same): for batch statistics
+        "sums" for (N, C, ...) inputs on the CPU and "fused" on a GPU, else "reference", the
+        book's version below (nn/fast/batchnorm.py, ``choose``); or one of them by name."""
         return self._impl
 
     @impl.setter
@@ -123,7 +124,7 @@ class _BatchNorm(Module):
     def path_for(self, x) -> str:
         """The form that runs for input x: ``impl``, or the choice of "auto" (nn/fast/batchnorm.py).
         With running statistics (eval) the book's version runs whatever ``impl`` says: there the
-        layer is elementwise, and "sums" is a form of the batch statistics."""
+        layer is elementwise, and the fast forms are forms of the batch statistics."""
         if not (self.training or not self.track_running_stats):
             return "reference"
         if self.impl not in ("auto", "fast"):
@@ -162,8 +163,9 @@ class _BatchNorm(Module):
         if batch_stats and self.sync is None:
             self.check_count(x.size // self.num_features, x.shape)
         shape = (1, self.num_features) + (1,) * (x.ndim - 2)        # per-channel arrays broadcast as this
-        if self.path_for(x) == "sums":                                   # nn/fast/batchnorm.py
-            y, xhat, inv_std, count = fast.sums_forward(self, x)
+        path = self.path_for(x)
+        if path != "reference":                                          # nn/fast/batchnorm.py
+            y, xhat, inv_std, count = fast.FORWARD[path](self, x)
             self.save_for_backward(_BatchStatsCache(xhat, inv_std.reshape(shape), count))
             return y
         xp = backend.get_array_module(x)
@@ -239,8 +241,9 @@ class _BatchNorm(Module):
         cache = self.saved()
         xhat, inv_std = cache.xhat, cache.inv_std
         check_grad(self, grad_out, xhat.shape)
-        if isinstance(cache, _BatchStatsCache) and fast.choose_backward(self, xhat) == "sums":
-            return fast.sums_backward(self, xhat, inv_std.reshape(-1), cache.count, grad_out, input_grad)
+        path = fast.choose_backward(self, xhat) if isinstance(cache, _BatchStatsCache) else "reference"
+        if path != "reference":                                          # nn/fast/batchnorm.py
+            return fast.BACKWARD[path](self, xhat, inv_std.reshape(-1), cache.count, grad_out, input_grad)
         axes = (0, *range(2, xhat.ndim))
         shape = inv_std.shape
         sum_g = grad_out.sum(axis=axes, keepdims=True)                        # dL/dbeta

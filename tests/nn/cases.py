@@ -103,10 +103,10 @@ def _linear_torch(F, layer, q):
     return (lambda t, w: F.linear(t, w)) if layer.bias is None else F.linear
 
 
-def _batchnorm(cls, mode):
+def _batchnorm(cls, mode, impl=None):
     def make(q, rng):
         c = q["shape"][1]
-        layer = cls(c)                              # weights away from the trivial 1 and 0, either sign
+        layer = cls(c, impl=impl)                   # weights away from the trivial 1 and 0, either sign
         layer.weight.data[...] = rng.uniform(0.5, 2.0, c) * rng.choice([-1, 1], c)
         layer.bias.data[...] = rng.standard_normal(c)
         if mode == "eval":
@@ -161,11 +161,11 @@ def _cases():
     cases.append(LayerCase("flatten", any_shape(min_dims=2), lambda q, rng: nn.Flatten(), lambda q: q["shape"],
                            lambda F, layer, q: (lambda t: t.flatten(1)), dict(shape=(2, 3, 2), seed=0)))
     for cls, dims, example in ((nn.BatchNorm2d, (4,), (2, 3, 4, 4)), (nn.BatchNorm1d, (2, 3), (4, 5))):
-        for mode in ("train", "eval"):
-            make, torch_fn = _batchnorm(cls, mode)
-            cases.append(LayerCase(f"{cls.__name__.lower()}-{mode}" if mode == "eval" else cls.__name__.lower(),
-                                   norm_params(dims), make, lambda q: q["shape"], torch_fn,
-                                   dict(shape=example, seed=0), mode=mode))
+        for mode, impl in (("train", None), ("train", "fused"), ("eval", None)):    # fused: the GPU's form
+            make, torch_fn = _batchnorm(cls, mode, impl)
+            suffix = "-eval" if mode == "eval" else f"-{impl}" if impl else ""
+            cases.append(LayerCase(f"{cls.__name__.lower()}{suffix}", norm_params(dims), make, lambda q: q["shape"],
+                                   torch_fn, dict(shape=example, seed=0), mode=mode))
     return cases
 
 

@@ -73,7 +73,7 @@ def test_gradcheck_without_affine_or_running_stats(xp, training):
     check(layer, x)
 
 
-@pytest.mark.parametrize("impl", ["reference", "sums"])
+@pytest.mark.parametrize("impl", ["reference", "sums", "fused"])
 def test_training_backward_is_not_the_eval_one(impl):
     """In training mu and var depend on x: the two sums of the compact form. The gradient of
     sum(y * r) w.r.t. x then sums to 0 over each channel, and is orthogonal to xhat there

@@ -17,10 +17,11 @@ layer's saved record, so its backward runs the same form as its forward did.
 conv.py       Conv2d: "strided", "wide" and "band" (one product on image row bands, without
               the width padding), and "auto"'s choice per backend and shape; band buffers reused
 pooling.py    MaxPool2d: "offsets" (a loop over kernel offsets on strided slices); AvgPool2d:
-              "sums" (the same loop, adding); the backward of an activation and the pooling
-              after it in one step
+              "sums" (the same loop, adding); both: "fused" (a GPU's: one kernel each way);
+              the backward of an activation and the pooling after it in one step
 batchnorm.py  BatchNorm1d/2d with batch statistics: "sums" (per-channel sums and every pass in
-              the input's memory order); it keeps the book's record instead of ``Fast``
+              the input's memory order) and "fused" (a GPU's: few fused kernels); they keep
+              the book's record instead of ``Fast``
 order.py      LeNet's evaluation order and shortcuts: max pooling before a monotone
               activation; a BatchNorm folded into the convolution or linear layer before it
 """

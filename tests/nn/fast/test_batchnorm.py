@@ -129,8 +129,8 @@ def test_the_record_is_the_books_on_either_path():
     x = laid_out(rng.standard_normal((4, 3, 5, 6)).astype(np.float32), LAYOUTS["nhcw"])
     g = rng.standard_normal(x.shape).astype(np.float32)
     floor = None
-    for forward in ("sums", "reference"):
-        for backward in ("sums", "reference"):
+    for forward in ("sums", "fused", "reference"):
+        for backward in ("sums", "fused", "reference"):
             layer = nn.BatchNorm2d(3, impl=forward)
             layer.weight.data[...] = [1.5, -0.5, 2.0]
             if floor is None:

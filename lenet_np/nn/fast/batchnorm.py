@@ -25,7 +25,7 @@ The statistics are exchanged with the other replicas of ``lenet_np.DataParallel`
 and the centred sum of squares (one reduction each), the mean and variance, 1/sqrt(var + eps),
 the running statistics in place, and xhat with y in one elementwise kernel; the backward
 sum(G), sum(G * xhat) and dL/dx, the book's formula in its order. About 8 launches forward
-and 5 backward where the book's version takes 21 and 10.
+and 3 backward where the book's version takes 21 and 10.
 
 ``choose`` is "auto": for batch statistics, "sums" on the CPU for inputs with axes after the
 channels and "fused" on a GPU; else the book's version (an (N, C) input on the CPU;

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import re
 
 import numpy as np
 import pytest
@@ -283,6 +284,12 @@ def test_the_fused_functions_fuse_in_real_cupy():
             kernel, _ = history.get_fusion(build(cupy, *options), args, build.__name__.lstrip("_"))
         finally:
             local.history, local.is_old_fusing = None, False
+        # an operation between two Python numbers is typed by the smallest type that holds them
+        # (1 - 0.1 in float16, where(c, 0, 0) in int8): every kernel computes in its arrays' types
+        code = history._emit_operation_code() + "".join(
+            [v.declaration() for v in history.postmap_local_list] +
+            [op.declaration_args() for op in history.postmap_op_list])
+        assert not re.findall(r"\b(float16|signed char)\b", code), (build.__name__, code)
         return kernel
 
     p, g, m, v = (fake((16, 6, 5, 5)) for _ in range(4))
@@ -314,7 +321,7 @@ def test_the_fused_functions_fuse_in_real_cupy():
     c = [fake((6,)) for _ in range(4)]
     assert len(trace(bn_fast._mean_var, (), (*c[:3], 9216)).out_params) == 4
     assert type(trace(bn_fast._inv_std, (), (c[0], 1e-5))).__name__ == "ElementwiseKernel"
-    running = trace(bn_fast._running, (), (*c, 0.1, 1.001))
+    running = trace(bn_fast._running, (), (*c, 0.1, 0.9, 1.001))
     assert [q.name for q in running.in_params if not q.is_const] == [q.name for q in running.in_params][:2]
     for affine, bias in ((True, True), (True, False), (False, False)):
         normalize = trace(bn_fast._normalize, (affine, bias), (x, *per_channel[:3], *per_channel[3:3 + affine + bias]))
@@ -324,6 +331,7 @@ def test_the_fused_functions_fuse_in_real_cupy():
     arg, g = fake((16, 6, 12, 12), np.uint8), fake((16, 6, 12, 12))
     slices = [x[..., i::2, j::2] for i in range(2) for j in range(2)]
     dslices = [dx[..., i::2, j::2] for i in range(2) for j in range(2)]
+    trace(pooling._max_pool_forward, ("int32",), slices)           # a kernel area over 256
     forward = trace(pooling._max_pool_forward, ("uint8",), slices)
     assert type(forward).__name__ == "ElementwiseKernel" and len(forward.out_params) == 2
     assert all(q.is_const for q in forward.in_params)              # the input is only read

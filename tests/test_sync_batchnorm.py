@@ -17,7 +17,7 @@ from lenet_np.parallel import DataParallel, combine_moments, uses_batch_statisti
 
 pytestmark = pytest.mark.numerics   # run again at a lower SIMD level: make test-numerics-low
 
-IMPLS = ("reference", "sums")
+IMPLS = ("reference", "sums", "fused")
 
 
 def with_impl(net, impl):

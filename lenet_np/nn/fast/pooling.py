@@ -319,7 +319,9 @@ def _max_pool_forward(xp, arg_dtype):
     def max_pool_forward(*slices):
         """The maximum over the kernel offsets' slices and the offset that holds it."""
         best = slices[0]
-        arg = xp.where(best != best, 0, 0)              # zeros of the output's shape
+        # zeros of the output's shape and arg_dtype, with no Python-int operation (cupy.fuse types
+        # one between two Python numbers by the smallest type that holds them: int8)
+        arg = ((best != best) & (best == best)).astype(arg_dtype)
         for k, c in enumerate(slices[1:], 1):
             take = (c > best) | xp.isnan(c)             # torch: the first maximum, the last NaN
             best = xp.where(take, c, best)
@@ -366,6 +368,8 @@ def fused_forward(layer, x):
     if _is_max_pool(layer):
         arg_dtype = np.uint8 if area <= 256 else np.int32
         y, arg = backend.fused(_max_pool_forward, np.dtype(arg_dtype).name)(*slices)
+        if y is slices[0]:                  # a 1x1 kernel on NumPy: the function returns its argument
+            y = y.copy()
         return y, FusedSaved(x.shape, arg)
     return backend.fused(_avg_pool_forward, area)(*slices), FusedSaved(x.shape, None)
 

@@ -44,6 +44,13 @@ class Form(NamedTuple):
     backward: object      # (layer, saved, grad_out, input_grad) -> dx or None
 
 
+def memory_order(a) -> tuple:
+    """a's axes from the largest stride to the smallest: (0, 1, 2, 3) for a C-contiguous
+    array, (1, 0, 2, 3) for an (N, C, H, W) view of (C, N, H, W) memory; axes of length 1
+    last (their strides mean nothing). The fast forms lay a gradient out as its input was."""
+    return tuple(sorted(range(a.ndim), key=lambda ax: -abs(a.strides[ax]) if a.shape[ax] > 1 else 1))
+
+
 def run_forward(layer, form, x):
     """``form``'s forward of ``layer`` on x; the layer saves ``Fast(form, saved)``."""
     y, saved = form.forward(layer, x)

@@ -40,6 +40,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ... import backend
+from . import memory_order
 
 FORMS = ("sums", "fused")
 
@@ -68,12 +69,6 @@ def choose_backward(layer, xhat) -> str:
     if layer.impl == "sums" or xhat.ndim > 2:
         return "sums" if as_rows(xhat) is not None else "reference"
     return "reference"
-
-
-def memory_order(a) -> tuple:
-    """a's axes from the largest stride to the smallest (axes of length 1 last: their strides
-    mean nothing)."""
-    return tuple(sorted(range(a.ndim), key=lambda ax: -abs(a.strides[ax]) if a.shape[ax] > 1 else 1))
 
 
 class Rows(NamedTuple):

@@ -52,7 +52,7 @@ import numpy as np
 from ... import backend
 from ..checks import check_grad
 from ..im2col import pad2d
-from . import Fast, Form
+from . import Fast, Form, memory_order
 
 
 class OffsetsSaved(NamedTuple):
@@ -391,12 +391,6 @@ def fused_backward(layer, saved, grad_out, input_grad):
 def _is_max_pool(layer) -> bool:
     from ..pooling import MaxPool2d  # nn/pooling.py imports this module
     return isinstance(layer, MaxPool2d)
-
-
-def memory_order(x) -> tuple:
-    """x's axes from the largest stride to the smallest: (0, 1, 2, 3) for a C-contiguous
-    array, (1, 0, 2, 3) for an (N, C, H, W) view of (C, N, H, W) memory."""
-    return tuple(sorted(range(x.ndim), key=lambda a: -abs(x.strides[a])))
 
 
 FORMS = {"offsets": Form("offsets", offsets_forward, offsets_backward),

@@ -267,8 +267,12 @@ def variants_side_by_side(ctx) -> Part:
     for v in VARIANTS:
         recipe, times = variant_speed.run_variant(v, prof["variant_rounds"], workers, settle=0.1,
                                                   length=prof["variant_sample"], before=(), log=log)
-        mem = memory.run_children(ctx.args, prof["mem_batches"], log, names=("lenet_np-train", "torch-train"),
-                                  variant=v)
+        names = ("lenet_np-train", "torch-train")
+        earlier = ctx.results.get("memory") or {}         # section 3 ran the classic network's children
+        if v == "classic" and all(n in earlier and "error" not in earlier[n] for n in names):
+            mem = {n: earlier[n] for n in names}
+        else:
+            mem = memory.run_children(ctx.args, prof["mem_batches"], log, names=names, variant=v)
         peaks = {name: None if "error" in r else r["stages"]["after training"][0] for name, r in mem.items()}
         steps = -(-datasets.N_TRAIN // recipe["batch_size"])
         res = {"recipe": recipe, "steps_per_epoch": steps, "memory": mem, "peak_rss_mib": peaks}
